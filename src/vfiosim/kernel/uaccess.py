@@ -1,0 +1,460 @@
+"""User access: the ioctl argument, the caller's memory and the caller's files.
+
+Models copy_from_user()/copy_to_user() (include/linux/uaccess.h), the pinning checks of
+vaddr_get_pfns() (drivers/vfio/vfio_iommu_type1.c), eventfd_ctx_fdget() (fs/eventfd.c) and
+fdget() (include/linux/file.h) -- everything a request handler needs from the process that
+made the call.  SPEC §3.7, §12.1, §12.2.
+
+Handlers never touch Python buffers or other processes directly.  They get:
+
+* a :class:`UserArg` -- the ioctl's third argument: ``value`` (the raw unsigned long) and
+  ``read``/``write`` at an offset from it, each failing with EFAULT like copy_*_user;
+* a :class:`Process` -- the calling thread group: its memory (:class:`UserMemory`), its fds
+  (``fget``, ``eventfd_get``) and its RLIMIT_MEMLOCK.
+
+The in-process front end (:mod:`vfiosim.api`) implements these with this process's memory;
+the supervisor (:mod:`vfiosim.supervisor`) implements them for a traced program.  The
+handlers are the same (SPEC §12.2).
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import ctypes.util
+import errno
+import os
+import resource
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from vfiosim.kernel.vfio_main import File
+
+PAGE_SIZE = 4096
+PAGE_SHIFT = 12
+
+
+def kerr(code: int) -> OSError:
+    """The exception for ``return -code;``: OSError with the kernel's errno."""
+    return OSError(code, os.strerror(code))
+
+
+# ---------------------------------------------------------------------------------------------
+# The ioctl argument
+
+
+class UserArg(Protocol):
+    """The third argument of ioctl(2) as a handler sees it."""
+
+    value: int
+
+    def read(self, offset: int, size: int) -> bytes:
+        """copy_from_user(dst, arg + offset, size); EFAULT when it cannot be read."""
+        ...
+
+    def write(self, offset: int, data: bytes) -> None:
+        """copy_to_user(arg + offset, data); EFAULT when it cannot be written."""
+        ...
+
+
+class BufferArg:
+    """A Python buffer passed in-process (``k.ioctl(fd, req, buf)``), like fcntl.ioctl's.
+
+    Reads past the buffer's end, and writes to a read-only buffer, fail with EFAULT
+    (SPEC §3.7 rule 4, Appendix A #26).
+    """
+
+    __slots__ = ("_mv", "value")
+
+    def __init__(self, buf: object) -> None:
+        mv = memoryview(buf).cast("B")  # type: ignore[arg-type]
+        self._mv = mv
+        # The value a C caller would pass is the buffer's address; it only matters to
+        # by-value ioctls given a buffer by mistake.
+        self.value = _buffer_address(mv)
+
+    def read(self, offset: int, size: int) -> bytes:
+        if offset < 0 or size < 0 or offset + size > len(self._mv):
+            raise kerr(errno.EFAULT)
+        return self._mv[offset : offset + size].tobytes()
+
+    def write(self, offset: int, data: bytes) -> None:
+        n = len(data)
+        if self._mv.readonly or offset < 0 or offset + n > len(self._mv):
+            raise kerr(errno.EFAULT)
+        self._mv[offset : offset + n] = data
+
+
+class IntArg:
+    """An integer argument: a by-value argument, or a pointer into the caller's memory."""
+
+    __slots__ = ("mm", "value")
+
+    def __init__(self, value: int, mm: UserMemory) -> None:
+        self.value = value & 0xFFFF_FFFF_FFFF_FFFF
+        self.mm = mm
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self.mm.read(self.value + offset, size)
+
+    def write(self, offset: int, data: bytes) -> None:
+        self.mm.write(self.value + offset, data)
+
+
+def _buffer_address(mv: memoryview) -> int:
+    if mv.readonly or len(mv) == 0:
+        return 0
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(mv))
+    except (TypeError, ValueError):
+        return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The caller's memory
+
+
+class UserMemory(Protocol):
+    """A process's address space, as the kernel reaches it (mm_struct)."""
+
+    def read(self, addr: int, size: int) -> bytes:
+        """Read user memory; EFAULT if any byte is not mapped readable."""
+        ...
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Write user memory honouring page protection; EFAULT otherwise."""
+        ...
+
+    def check(self, addr: int, size: int, write: bool) -> None:
+        """Pinning check (vaddr_get_pfns): EFAULT if a page of [addr, addr+size) is not
+        mapped, or not writable when ``write``."""
+        ...
+
+    def page_size(self, addr: int) -> int:
+        """Backing page size of the mapping at addr (KernelPageSize in smaps); SPEC §10.3."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Vma:
+    """One line of /proc/PID/maps."""
+
+    start: int
+    end: int
+    readable: bool
+    writable: bool
+    path: str
+
+
+def parse_maps(text: str) -> list[Vma]:
+    """Parse /proc/PID/maps into VMAs sorted by start."""
+    vmas: list[Vma] = []
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 5:
+            continue
+        lo, _, hi = parts[0].partition("-")
+        perms = parts[1]
+        vmas.append(
+            Vma(int(lo, 16), int(hi, 16), perms[0] == "r", perms[1] == "w",
+                parts[5] if len(parts) > 5 else "")
+        )
+    return vmas
+
+
+def check_vmas(vmas: list[Vma], addr: int, size: int, write: bool) -> None:
+    """EFAULT unless [addr, addr+size) is covered by readable (and writable) VMAs."""
+    if size <= 0:
+        return
+    end = addr + size
+    starts = [v.start for v in vmas]
+    i = bisect.bisect_right(starts, addr) - 1
+    pos = addr
+    while pos < end:
+        if i < 0 or i >= len(vmas) or not (vmas[i].start <= pos < vmas[i].end):
+            raise kerr(errno.EFAULT)
+        v = vmas[i]
+        if not v.readable or (write and not v.writable):
+            raise kerr(errno.EFAULT)
+        pos = v.end
+        i += 1
+
+
+def smaps_page_size(pid: int | str, addr: int) -> int:
+    """KernelPageSize of the VMA containing addr, from /proc/PID/smaps (4 KiB if unknown)."""
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            inside = False
+            for line in f:
+                head = line.split(None, 1)[0] if line.strip() else ""
+                if "-" in head and not head.endswith(":"):
+                    lo, _, hi = head.partition("-")
+                    try:
+                        inside = int(lo, 16) <= addr < int(hi, 16)
+                    except ValueError:
+                        inside = False
+                elif inside and line.startswith("KernelPageSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return PAGE_SIZE
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+class _iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+_libc.process_vm_readv.restype = ctypes.c_ssize_t
+_libc.process_vm_readv.argtypes = [ctypes.c_int, ctypes.POINTER(_iovec), ctypes.c_ulong,
+                                   ctypes.POINTER(_iovec), ctypes.c_ulong, ctypes.c_ulong]
+_libc.process_vm_writev.restype = ctypes.c_ssize_t
+_libc.process_vm_writev.argtypes = _libc.process_vm_readv.argtypes
+_libc.mincore.restype = ctypes.c_int
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+
+
+def process_vm_read(pid: int, addr: int, size: int) -> bytes:
+    """Read [addr, addr+size) of pid with process_vm_readv; EFAULT on any unmapped byte.
+
+    Remote iovecs are split at page boundaries: one iovec fails whole at a fault
+    (INTERCEPTION.md pitfall 11), and a short count is turned into EFAULT.
+    """
+    if size == 0:
+        return b""
+    buf = ctypes.create_string_buffer(size)
+    _vm_xfer(_libc.process_vm_readv, pid, addr, ctypes.addressof(buf), size)
+    return buf.raw
+
+
+def process_vm_write(pid: int, addr: int, data: bytes) -> None:
+    """Write data at addr in pid with process_vm_writev (honours protection); EFAULT."""
+    size = len(data)
+    if size == 0:
+        return
+    buf = ctypes.create_string_buffer(bytes(data), size)
+    _vm_xfer(_libc.process_vm_writev, pid, addr, ctypes.addressof(buf), size)
+
+
+def _vm_xfer(fn: object, pid: int, remote: int, local: int, size: int) -> None:
+    if remote < 0 or remote + size > 1 << 64:
+        raise kerr(errno.EFAULT)
+    # One local iovec, remote iovecs split at page boundaries (at most 1024 per call).
+    done = 0
+    while done < size:
+        riovs = []
+        pos = remote + done
+        chunk_end = min(remote + size, pos + 1024 * PAGE_SIZE)
+        while pos < chunk_end:
+            nxt = min((pos & ~(PAGE_SIZE - 1)) + PAGE_SIZE, chunk_end)
+            riovs.append((pos, nxt - pos))
+            pos = nxt
+        n = chunk_end - (remote + done)
+        liov = _iovec(local + done, n)
+        rarr = (_iovec * len(riovs))(*[_iovec(a, ln) for a, ln in riovs])
+        got = fn(pid, ctypes.byref(liov), 1, rarr, len(riovs), 0)  # type: ignore[operator]
+        if got != n:
+            raise kerr(errno.EFAULT)
+        done += n
+
+
+class LocalMemory:
+    """This process's memory, for the in-process API (SPEC §12.1).
+
+    ``check`` reads /proc/self/maps; ``read``/``write`` use process_vm_readv/writev on our own
+    pid so that a bad address is EFAULT, never a crash.  ``dma_read``/``dma_write``/``copy``
+    are the fast paths devices use on pinned memory: mincore() proves the pages are still
+    mapped, then ctypes.memmove moves the bytes.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+    def maps(self) -> list[Vma]:
+        with open("/proc/self/maps") as f:
+            return parse_maps(f.read())
+
+    def check(self, addr: int, size: int, write: bool) -> None:
+        check_vmas(self.maps(), addr, size, write)
+
+    def read(self, addr: int, size: int) -> bytes:
+        return process_vm_read(self.pid, addr, size)
+
+    def write(self, addr: int, data: bytes) -> None:
+        process_vm_write(self.pid, addr, data)
+
+    def page_size(self, addr: int) -> int:
+        return smaps_page_size("self", addr)
+
+    # Fast paths for device DMA on memory that MAP_DMA checked and pinned.
+    def mapped(self, addr: int, size: int) -> bool:
+        """True if every page of [addr, addr+size) is mapped (mincore does not fault)."""
+        if size <= 0:
+            return True
+        base = addr & ~(PAGE_SIZE - 1)
+        length = addr + size - base
+        vec = ctypes.create_string_buffer((length + PAGE_SIZE - 1) // PAGE_SIZE)
+        return _libc.mincore(base, length, vec) == 0
+
+    def dma_read(self, addr: int, size: int) -> bytes:
+        if not self.mapped(addr, size):
+            raise kerr(errno.EFAULT)
+        return ctypes.string_at(addr, size)
+
+    def dma_write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        n = len(data)
+        if not self.mapped(addr, n):
+            raise kerr(errno.EFAULT)
+        src = (ctypes.c_char * n).from_buffer_copy(data) if n else None
+        if n:
+            ctypes.memmove(addr, src, n)
+
+    def copy(self, dst: int, src: int, size: int) -> None:
+        """memmove within this process (device-to-device copies between pinned buffers)."""
+        if not (self.mapped(src, size) and self.mapped(dst, size)):
+            raise kerr(errno.EFAULT)
+        ctypes.memmove(dst, src, size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Eventfds and files of the caller
+
+
+class EventFd:
+    """A reference the kernel holds on an eventfd (struct eventfd_ctx).
+
+    ``fd`` is an fd of *this* (the model's) process referring to the caller's eventfd: a dup
+    in-process, a pidfd_getfd() copy under ``vfiosim run``.  ``signal`` is eventfd_signal().
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._lock = threading.Lock()
+        self.signals = 0
+
+    def signal(self) -> None:
+        with self._lock:
+            if self.fd < 0:
+                return
+            self.signals += 1
+            try:
+                os.eventfd_write(self.fd, 1)
+            except BlockingIOError:  # counter at its maximum: the kernel drops it too
+                pass
+
+    def put(self) -> None:
+        """eventfd_ctx_put(): drop the model's reference."""
+        with self._lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+
+    def __del__(self) -> None:  # a leaked reference must not leak an fd
+        try:
+            self.put()
+        except Exception:
+            pass
+
+
+def is_eventfd(path_or_link: str) -> bool:
+    return path_or_link == "anon_inode:[eventfd]"
+
+
+class Process(Protocol):
+    """The calling thread group, as the handlers see it."""
+
+    pid: int  # tgid: mappings and locked_vm belong to it (SPEC §5.2, INTERCEPTION.md §2.8)
+    mm: UserMemory
+
+    def fget(self, fd: int) -> File | None:
+        """fdget(): the model file behind fd, None if fd is open but not a model file; EBADF
+        if it is not open."""
+        ...
+
+    def eventfd_get(self, fd: int) -> EventFd:
+        """eventfd_ctx_fdget(): EBADF if fd is not open, EINVAL if it is not an eventfd."""
+        ...
+
+    def memlock_limit(self) -> int | None:
+        """Bytes this process may pin (RLIMIT_MEMLOCK); None when unlimited (CAP_IPC_LOCK or
+        RLIM_INFINITY)."""
+        ...
+
+
+def has_cap_ipc_lock(pid: int | str = "self") -> bool:
+    """CAP_IPC_LOCK (bit 14) in the effective set of /proc/PID/status."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 14))
+    except OSError:
+        pass
+    return False
+
+
+@dataclass
+class LocalProcess:
+    """This Python process as a VFIO client (the in-process API).
+
+    Its fds are the Kernel object's own fd table for model files (SPEC §12.1) and real OS fds
+    for eventfds.  ``memlock_override`` and ``cap_ipc_lock`` let a test run as an unprivileged
+    process would: ``k.process.cap_ipc_lock = False; k.process.memlock_override = 1 << 20``.
+    """
+
+    fdtable: dict[int, File]
+    mm: LocalMemory = field(default_factory=LocalMemory)
+    pid: int = field(default_factory=os.getpid)
+    cap_ipc_lock: bool | None = None  # None: read the real capability
+    memlock_override: int | None = None  # None: read the real RLIMIT_MEMLOCK
+
+    def fget(self, fd: int) -> File | None:
+        f = self.fdtable.get(fd)
+        if f is None:
+            raise kerr(errno.EBADF)
+        return f
+
+    def eventfd_get(self, fd: int) -> EventFd:
+        if fd < 0:
+            raise kerr(errno.EBADF)
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            raise kerr(errno.EBADF) from None
+        if not is_eventfd(link):
+            raise kerr(errno.EINVAL)
+        return EventFd(os.dup(fd))
+
+    def memlock_limit(self) -> int | None:
+        cap = has_cap_ipc_lock() if self.cap_ipc_lock is None else self.cap_ipc_lock
+        if cap:
+            return None
+        if self.memlock_override is not None:
+            return self.memlock_override
+        soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        return None if soft == resource.RLIM_INFINITY else soft
+
+
+# ---------------------------------------------------------------------------------------------
+# Struct helpers used by every handler
+
+
+def read_struct(arg: UserArg, cls: type, size: int, offset: int = 0):  # noqa: ANN201
+    """copy_from_user(&s, arg + offset, size) into a zeroed ctypes struct ``cls``.
+
+    ``size`` is what the kernel copies (usually minsz); the rest of the struct stays zero.
+    Each handler calls this once per argument (SPEC §3.7 rule 1: read once)."""
+    raw = arg.read(offset, size)
+    full = ctypes.sizeof(cls)
+    if size < full:
+        raw = raw + bytes(full - size)
+    return cls.from_buffer_copy(raw[:full])
+
+
+def write_struct(arg: UserArg, obj: ctypes.Structure, size: int, offset: int = 0) -> None:
+    """copy_to_user(arg + offset, &s, size): the first ``size`` bytes of ``obj``."""
+    arg.write(offset, bytes(obj)[:size])
