@@ -1,0 +1,163 @@
+"""The in-process Kernel API.  SPEC §12.1 [decision D11, D14].
+
+::
+
+    k = vfiosim.Kernel.from_preset("p4080")
+    fd = k.open("/dev/vfio/vfio", os.O_RDWR)
+    ret = k.ioctl(fd, request, arg)        # arg: int, or a writable buffer updated in place
+    data = k.pread(fd, n, offset); k.pwrite(fd, data, offset); k.close(fd)
+
+fds returned by :meth:`Kernel.open` and VFIO_GROUP_GET_DEVICE_FD are numbers in this object's
+own table (Appendix A #26); eventfds are real OS fds.  Every call holds the machine lock, so
+device work on the machine clock never interleaves with a handler.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from vfiosim.kernel.uaccess import BufferArg, IntArg, LocalProcess, kerr
+from vfiosim.kernel.vfio_main import File, VfioCore
+from vfiosim.machine import Machine, MachineSpec, load_machine_file, load_preset
+
+O_ACCMODE = 3
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One simulated device, as ``k.devices()`` lists it (SPEC §12.1)."""
+
+    name: str
+    group: int
+    vendor: int
+    device: int
+    driver: str
+    model: str
+
+
+class Kernel:
+    """A simulated machine and the kernel serving its /dev/vfio, driven in-process."""
+
+    def __init__(self, spec: MachineSpec, **options: Any) -> None:
+        self.machine = Machine(spec, **options)
+        self.core = VfioCore(self.machine)
+        self._fds: dict[int, File] = {}
+        self.process = LocalProcess(self._fds)
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str, **options: Any) -> Kernel:
+        """Build preset ``name`` ("x86", "p4080", "t4240"); options override its defaults."""
+        return cls(load_preset(name), **options)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **options: Any) -> Kernel:
+        """Build the machine a TOML machine file describes."""
+        return cls(load_machine_file(path), **options)
+
+    def shutdown(self) -> None:
+        """Close every fd and stop the machine clock."""
+        with self.machine.lock:
+            for fd in sorted(self._fds):
+                self._drop(fd)
+        self.machine.shutdown()
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # -- discovery ------------------------------------------------------------------------------
+    def devices(self) -> list[DeviceInfo]:
+        return [DeviceInfo(d.name, d.group, d.vendor, d.device, d.driver, d.model)
+                for d in self.machine.devices]
+
+    def groups(self) -> list[int]:
+        return sorted(self.machine.groups)
+
+    # -- system calls ---------------------------------------------------------------------------
+    def _install(self, f: File) -> int:
+        fd = 3
+        while fd in self._fds:
+            fd += 1
+        self._fds[fd] = f
+        return fd
+
+    def _file(self, fd: int) -> File:
+        f = self._fds.get(fd) if isinstance(fd, int) else None
+        if f is None:
+            raise kerr(errno.EBADF)
+        return f
+
+    def open(self, path: str | os.PathLike[str], flags: int = os.O_RDWR) -> int:
+        """open(2) of /dev/vfio/vfio or /dev/vfio/<group>; read-only opens are accepted as the
+        kernel accepts them (the ioctls check nothing about the open mode)."""
+        path = os.fspath(path)
+        with self.machine.lock:
+            f = self.core.open(self.process, os.path.normpath(path) if path else path, flags)
+            return self._install(f)
+
+    def ioctl(self, fd: int, request: int, arg: Any = 0) -> int:
+        """ioctl(2).  ``arg`` is an int (a value, or an address in this process) or a buffer
+        the call reads and updates in place."""
+        a = IntArg(arg, self.process.mm) if isinstance(arg, int) else BufferArg(arg)
+        with self.machine.lock:
+            f = self._file(fd)
+            ret = f.ioctl(self.process, request & 0xFFFF_FFFF, a)
+            if isinstance(ret, File):
+                return self._install(ret)
+            return ret
+
+    def pread(self, fd: int, count: int, offset: int) -> bytes:
+        if count < 0 or offset < 0:
+            raise kerr(errno.EINVAL)
+        with self.machine.lock:
+            return self._file(fd).read(self.process, count, offset)
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> int:
+        if offset < 0:
+            raise kerr(errno.EINVAL)
+        with self.machine.lock:
+            return self._file(fd).write(self.process, bytes(data), offset)
+
+    def mmap(self, fd: int, length: int, offset: int = 0, prot: int = 3, flags: int = 1) -> Any:
+        """mmap(2) of a model fd: the region description where the file allows it (with the
+        ``bar_mmap`` option), else the kernel's errno (ENODEV, EINVAL)."""
+        with self.machine.lock:
+            return self._file(fd).mmap(self.process, offset, length, prot, flags)
+
+    def close(self, fd: int) -> None:
+        with self.machine.lock:
+            self._file(fd)
+            self._drop(fd)
+
+    def _drop(self, fd: int) -> None:
+        f = self._fds.pop(fd)
+        f.put()
+
+    # -- introspection --------------------------------------------------------------------------
+    def fd_kind(self, fd: int) -> str:
+        return self._file(fd).kind
+
+    def dump(self) -> dict[str, Any]:
+        """A snapshot of the model's state (SPEC §12.1 introspection)."""
+        from vfiosim.dump import dump_kernel
+
+        with self.machine.lock:
+            return dump_kernel(self)
+
+    @property
+    def faults(self) -> list[Any]:
+        return self.machine.faults
+
+    @property
+    def events(self) -> list[str]:
+        return self.machine.events
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.machine.warnings
