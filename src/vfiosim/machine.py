@@ -469,8 +469,8 @@ class Machine:
         for d in self.spec.devices:
             hw = make_device(self, d)
             self.devices.append(DeviceRecord(
-                name=d["name"], group=d["group"], vendor=hw.cfg_read(0, 2), device=hw.cfg_read(2, 2),
-                driver=d["driver"], model=d["model"], rid=d["rid"], hw=hw,
+                name=d["name"], group=d["group"], vendor=hw.cfg_read(0, 2),
+                device=hw.cfg_read(2, 2), driver=d["driver"], model=d["model"], rid=d["rid"], hw=hw,
                 controller=d["controller"]))
         self.groups: dict[int, list[DeviceRecord]] = {}
         for rec in self.devices:
