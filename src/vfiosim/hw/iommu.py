@@ -209,11 +209,13 @@ class PageTableIommu:
         self.machine = machine
         self.context: dict[int, Domain] = {}  # rid -> domain
         cfg = getattr(machine, "iommu_config", None) or {}
-        windows = [
-            (int(r[0]), int(r[1]))
-            for r in cfg.get("reserved", [(X86_MSI_BASE, X86_MSI_LAST, "msi")])
-            if len(r) > 2 and r[2] == "msi"
-        ]
+        windows: list[tuple[int, int]] = []
+        for r in cfg.get("reserved", ()):
+            start, last, kind = (
+                (r["start"], r["last"], r["type"]) if isinstance(r, dict) else tuple(r)[:3]
+            )
+            if kind == "msi":
+                windows.append((int(start), int(last)))
         #: inclusive (start, last) ranges where device writes are interrupt requests
         self.interrupt_windows: list[tuple[int, int]] = windows or [(X86_MSI_BASE, X86_MSI_LAST)]
         self._ndomains = 0
