@@ -619,6 +619,8 @@ class Pamu:
     def pamu_get_spaace(self, paace: Paace, wnum: int) -> Paace | None:
         """Models pamu_get_spaace(): SPAACE ``fspi + wnum`` if ``wnum`` < 2^(WCE+1).
 
+        quirk: the bound is the window count, not count − 1, so ``wnum`` = count − 1 reaches
+        the SPAACE just past the LIODN's block (callers pass ``subwin − 1`` < count − 1).
         The kernel indexes the SPAACT without a bound; the model returns None past its end.
         """
         subwin_cnt = 1 << (get_bf(paace.impl_attr, PAACE_IA_WCE) + 1)
