@@ -743,12 +743,14 @@ class PamuBackend(IommuBackend):
         for i in range(len(wins)):
             v = vaddr + i * ws
             proc.mm.check(v, ws, write)  # EFAULT: not mapped, or not writable for WRITE
+            if self.contiguous:
+                page_sizes.append(PAMU_PAGE_SIZE)  # the pool decides; no smaps lookup
+                continue
             psize = proc.mm.page_size(v)
             page_sizes.append(psize)
-            if not self.contiguous:
-                start = v & ~(psize - 1)
-                if v + ws > start + psize:
-                    raise kerr(errno.EFAULT)
+            start = v & ~(psize - 1)
+            if v + ws > start + psize:
+                raise kerr(errno.EFAULT)
         # 10: the contiguous backing must start aligned to the window ([proposed] EINVAL).
         pinned: list[list[tuple[int, int]]] = []
         bus = self.machine.bus
@@ -804,8 +806,9 @@ class PamuBackend(IommuBackend):
         try:
             for i in range(self.bank_count):
                 k = self.nsubwindows - 1 - i
-                addr, _size = self.msi.get_region(i)
-                page = addr & ~0xFFF
+                region = self.msi.get_region(i)
+                assert region is not None
+                page = region[0] & ~0xFFF
                 self.domain.fsl_pamu_window_enable(k, page, 0x1000, IOMMU_WRITE)
                 done.append(k)
                 self.slots[k] = _Slot(msi=MsiMapping(self.window_iova(k), i, IOMMU_WRITE),
@@ -957,9 +960,10 @@ class PamuBackend(IommuBackend):
         if not self.aperture_start <= iova <= self.aperture_end \
                 or (iova - self.aperture_start) % self.window_size:
             raise kerr(errno.EINVAL)
-        if not 0 <= bank < self.bank_count:
-            raise kerr(errno.ENODEV)  # fsl_msi_get_region()
-        addr, _size = self.msi.get_region(bank)
+        region = self.msi.get_region(bank)
+        if region is None:
+            raise kerr(errno.ENODEV)  # fsl_msi_get_region(): "MSI region not found"
+        addr, _size = region
         k = self.iova_to_win(iova)
         if k in self.slots:
             raise kerr(errno.EBUSY)
