@@ -46,28 +46,30 @@ u64 = ctypes.c_uint64
 aligned_u64 = ctypes.c_uint64
 
 
+def _repr(obj: ctypes.Structure | ctypes.Union) -> str:
+    parts = []
+    anonymous = getattr(obj, "_anonymous_", ())
+    for name, *_ in obj._fields_:
+        value = getattr(obj, name)
+        if name in anonymous:
+            parts.append(_repr(value)[len(type(value).__name__) + 1 : -1])
+        elif isinstance(value, int):
+            parts.append(f"{name}={value:#x}")
+        elif not isinstance(value, ctypes.Array):  # flexible arrays have no content
+            parts.append(f"{name}={value!r}")
+    return f"{type(obj).__name__}({', '.join(parts)})"
+
+
 class Struct(ctypes.LittleEndianStructure):
     """Base of the uAPI structs: little-endian, natural alignment, a readable repr."""
 
-    def __repr__(self) -> str:
-        parts = []
-        anonymous = getattr(self, "_anonymous_", ())
-        for name, *_ in self._fields_:
-            value = getattr(self, name)
-            if name in anonymous:
-                parts.extend(f"{n}={getattr(value, n):#x}" for n, *_ in value._fields_)
-                continue
-            if isinstance(value, int):
-                parts.append(f"{name}={value:#x}")
-            elif isinstance(value, ctypes.Array):
-                continue
-            else:
-                parts.append(f"{name}={value!r}")
-        return f"{type(self).__name__}({', '.join(parts)})"
+    __repr__ = _repr
 
 
 class Union(ctypes.LittleEndianUnion):
     """Base of the uAPI unions."""
+
+    __repr__ = _repr
 
 
 def _field(cls: type, name: str) -> tuple[Any, type]:
@@ -492,7 +494,7 @@ VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED = 1 << 1
 
 
 class _vfio_pci_dependent_device_id(Union):
-    """The anonymous union at the start of vfio_pci_dependent_device (6.5 and later)."""
+    """The anonymous union at the start of vfio_pci_dependent_device (mainline headers)."""
 
     _fields_ = [
         ("group_id", u32),
@@ -517,7 +519,8 @@ class vfio_pci_dependent_device(Struct):
                 __u8    devfn; /* Use PCI_SLOT/PCI_FUNC */
         };
 
-    Headers before 6.5 have a plain ``__u32 group_id`` (same layout).
+    Older headers (6.1, installed on the build host) have a plain ``__u32 group_id``; the
+    layout is the same.
     """
 
     _anonymous_ = ("_id",)
@@ -605,7 +608,7 @@ class vfio_device_ioeventfd(Struct):
                 __aligned_u64   offset;         /* device fd offset of write */
                 __aligned_u64   data;           /* data to be written */
                 __s32   fd;                     /* -1 for de-assignment */
-                __u32   reserved;               /* 6.x headers; tail padding before */
+                __u32   reserved;       /* mainline; tail padding in 6.1 headers */
         };
     """
 
