@@ -614,7 +614,7 @@ def expected(g: dict, iova: int, size: int, write: bool) -> list[tuple[int, int]
     return parts
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(g=geometries(), data=st.data())
 def test_translation_matches_window_arithmetic(g: dict, data: st.DataObject) -> None:
     p = new_pamu(av_disables_liodn=False)
