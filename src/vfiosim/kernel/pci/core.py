@@ -1,0 +1,595 @@
+"""vfio-pci: the device file of a PCI function.
+
+Models drivers/vfio/pci/vfio_pci_core.c (open/close, the device ioctls, read/write, mmap) and
+drivers/vfio/pci/vfio_pci_rdwr.c (BAR access).  Config space is kernel/pci/config.py, the
+interrupts kernel/pci/intrs.py.  SPEC §4.5, §11.2-§11.5, §2.7 #13, #16, #17.
+
+Regions are addressed by file offset: region ``i`` starts at ``i << 40``
+(``VFIO_PCI_OFFSET_SHIFT``)::
+
+    index  region   file offset          edu
+    0      BAR0     0x000_0000_0000      1 MiB memory, READ|WRITE (MMAP with bar_mmap)
+    1-5    BAR1-5   i << 40              size 0, flags 0
+    6      ROM      0x600_0000_0000      size 0 (no ROM), flags 0
+    7      CONFIG   0x700_0000_0000      256 bytes (4096 on PCI Express), READ|WRITE
+    8      VGA      -                    EINVAL (not a VGA device)
+
+Hardware facts the model relies on (every preset): each device sits alone behind a port whose
+secondary bus reset works, so function reset and hot reset both work (SPEC §11.4,
+decision D17); x86 can allocate MSI-X vectors dynamically (kernel ``pci_msix_can_alloc_dyn``
+with the x86 vector/remapping domains, 6.5 and later), the Freescale MSI controller cannot.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap as _mmap
+import struct
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vfiosim.kernel.pci import config as cfg
+from vfiosim.kernel.pci import intrs
+from vfiosim.kernel.uaccess import PAGE_SIZE, Process, UserArg, kerr, read_struct, write_struct
+from vfiosim.uapi import pci_regs as R
+from vfiosim.uapi import vfio as V
+from vfiosim.uapi.vfio import offsetofend, sizeof
+
+if TYPE_CHECKING:
+    from vfiosim.kernel.group import Group
+
+
+@dataclass(frozen=True)
+class MmapRegion:
+    """What mmap of a device fd maps: ``length`` bytes of region ``index`` from ``offset``
+    within the region (the in-process API and the runner turn it into a real mapping)."""
+
+    index: int
+    offset: int
+    length: int
+
+
+#: vfio-pci devices of each machine by name: the kernel's ``vfio_device_set`` lookups (hot
+#: reset affects every device on the bus).
+_DEVICES: weakref.WeakKeyDictionary[Any, dict[str, VfioPciDevice]] = weakref.WeakKeyDictionary()
+
+
+def _parse_bdf(name: str) -> tuple[int, int, int]:
+    """"0000:01:00.0" -> (segment, bus, devfn)."""
+    seg, bus, rest = name.split(":")
+    slot, fn = rest.split(".")
+    return int(seg, 16), int(bus, 16), R.PCI_DEVFN(int(slot, 16), int(fn))
+
+
+class VfioPciDevice:
+    """The vfio-pci driver of one device (``struct vfio_pci_core_device``), for the machine's
+    life; the device file forwards to it (docs/architecture.md §4)."""
+
+    def __init__(self, machine: Any, record: Any, group: Group) -> None:
+        self.machine = machine
+        self.record = record
+        self.group = group
+        self.hw = record.hw
+        self.name: str = record.name
+        self.profile = machine.profile
+        self.segment, self.bus, self.devfn = _parse_bdf(record.name)
+        self.cfg_size = R.PCI_CFG_SPACE_EXP_SIZE if self.hw.is_pcie else R.PCI_CFG_SPACE_SIZE
+        # interrupts (vfio_pci_intrs.c)
+        self.irq_type = V.VFIO_PCI_NUM_IRQS
+        self.ctx: dict[int, intrs.IrqCtx] = {}
+        self.num_ctx = 0
+        self.virq_disabled = False
+        self.msi_qmax = 0
+        self.err_trigger: Any = None
+        self.req_trigger: Any = None
+        # config space (vfio_pci_config.c)
+        self.vconfig = bytearray()
+        self.pci_config_map = bytearray()
+        self.msi_perm: cfg.PermBits | None = None
+        self.extended_caps = False
+        self.bardirty = True
+        self.rbar: list[int] = [0] * 7
+        # vfio_pci_core_enable() results
+        self.opened = False
+        self.reset_works = False
+        self.pci_2_3 = True
+        self.msix_bar = 0xFF
+        self.msix_offset = 0
+        self.msix_size = 0
+        self.has_dyn_msix = False
+        self.has_vga = False
+        self.bar_mmap_supported = [False] * 6
+        self.needs_reset = False
+        self._saved_header: list[int] | None = None
+        _DEVICES.setdefault(machine, {})[self.name] = self
+        self.hw.on_intx(self._intx_line)
+
+    # -- small helpers ---------------------------------------------------------------------
+
+    def bar_len(self, bar: int) -> int:
+        """``pci_resource_len()`` of an implemented BAR (the upper half of a 64-bit BAR and
+        unimplemented BARs: 0)."""
+        if bar < 0 or bar >= R.PCI_STD_NUM_BARS:
+            return 0
+        if bar > 0 and self.hw.bars[bar - 1].size and self.hw.bars[bar - 1].is64:
+            return 0
+        return self.hw.bars[bar].size
+
+    def intx_pin(self) -> int:
+        return self.hw.cfg_read(R.PCI_INTERRUPT_PIN, 1)
+
+    def intx_asserted(self) -> bool:
+        return bool(self.hw.intx_level)
+
+    def msix_table_size(self) -> int:
+        return self.hw.msix_vectors
+
+    def msi_address(self, doorbell: int) -> int:
+        """The address the device must write to reach ``doorbell`` (SPEC §9)."""
+        container = self.group.container
+        if container is None or container.backend is None:
+            raise kerr(errno.ENODEV)
+        return container.backend.msi_address(self.group, doorbell)
+
+    def _memory_enabled(self) -> bool:
+        """``__vfio_pci_memory_enabled()``: the *virtual* memory-space bit."""
+        cmd = int.from_bytes(self.vconfig[R.PCI_COMMAND:R.PCI_COMMAND + 2], "little")
+        return bool(cmd & R.PCI_COMMAND_MEMORY)
+
+    def _intx_line(self, level: bool) -> None:
+        """The device's INTx line changed (hw ``on_intx`` callback, machine lock held)."""
+        if level:
+            intrs.vfio_virqfd_poll_all(self)
+            intrs.vfio_intx_handler(self)
+
+    def _entry(self) -> None:
+        """Every call into the device first handles unmask eventfds written meanwhile."""
+        intrs.vfio_virqfd_poll_all(self)
+
+    # -- reset (pci_try_reset_function / pci_reset_bus with save and restore of state) ------
+
+    def _save_state(self) -> list[int]:
+        """``pci_save_state()``: the 64-byte header, dword by dword."""
+        return [self.hw.cfg_read(off, 4) for off in range(0, R.PCI_STD_HEADER_SIZEOF, 4)]
+
+    def _restore_state(self, saved: list[int]) -> None:
+        """``pci_restore_state()``: header dwords written back (last first, as
+        pci_restore_config_space does), then the MSI/MSI-X state."""
+        for i in reversed(range(len(saved))):
+            off = 4 * i
+            if self.hw.cfg_read(off, 4) != saved[i]:
+                self.hw.cfg_write(off, 4, saved[i])
+        intrs.vfio_msi_restore(self)
+
+    def try_reset_function(self) -> None:
+        """``pci_try_reset_function()``: the device returns to its power-on state; its config
+        header and MSI programming are saved before and restored after."""
+        saved = self._save_state()
+        self.hw.reset()
+        self._restore_state(saved)
+
+    # -- open / close (vfio_pci_core_enable / vfio_pci_core_disable) --------------------------
+
+    def open_device(self) -> None:
+        """``vfio_pci_core_enable()`` + ``vfio_pci_core_finish_enable()``: bus mastering off,
+        the device enabled (memory space on for its memory BARs), reset, its state saved,
+        INTx disable cleared, the virtual config space built; SPEC §11.2 (command 0x0002)."""
+        hw = self.hw
+        cmd = hw.cfg_read(R.PCI_COMMAND, 2)
+        hw.cfg_write(R.PCI_COMMAND, 2, cmd & ~R.PCI_COMMAND_MASTER)  # pci_clear_master
+        # pci_enable_device(): decode every resource the device has.
+        cmd = hw.cfg_read(R.PCI_COMMAND, 2)
+        for i in range(R.PCI_STD_NUM_BARS):
+            if self.bar_len(i):
+                cmd |= R.PCI_COMMAND_MEMORY if hw.bars[i].mem else R.PCI_COMMAND_IO
+        hw.cfg_write(R.PCI_COMMAND, 2, cmd)
+        self.reset_works = callable(getattr(hw, "reset", None))
+        if self.reset_works:
+            self.try_reset_function()
+        self._saved_header = self._save_state()
+        self.pci_2_3 = True  # pci_intx_mask_supported(): the models implement DisINTx
+        cmd = hw.cfg_read(R.PCI_COMMAND, 2)
+        if self.pci_2_3 and cmd & R.PCI_COMMAND_INTX_DISABLE:
+            hw.cfg_write(R.PCI_COMMAND, 2, cmd & ~R.PCI_COMMAND_INTX_DISABLE)
+        cfg.vfio_config_init(self)
+        msix_pos = hw.find_cap(R.PCI_CAP_ID_MSIX)
+        if msix_pos:
+            flags = hw.cfg_read(msix_pos + R.PCI_MSIX_FLAGS, 2)
+            table = hw.cfg_read(msix_pos + R.PCI_MSIX_TABLE, 4)
+            self.msix_bar = table & R.PCI_MSIX_TABLE_BIR
+            self.msix_offset = table & R.PCI_MSIX_TABLE_OFFSET
+            self.msix_size = ((flags & R.PCI_MSIX_FLAGS_QSIZE) + 1) * 16
+            # §2.7 #16: dynamic MSI-X allocation (x86 MSI domains, 6.5 and later).
+            self.has_dyn_msix = self.machine.kind == "type1" and not self.profile.before("6.5")
+        else:
+            self.msix_bar = 0xFF
+            self.has_dyn_msix = False
+        self.has_vga = False
+        self._probe_mmaps()
+        self.opened = True
+
+    def _probe_mmaps(self) -> None:
+        """``vfio_pci_probe_mmaps()``: memory BARs are mmap-able (page sized, or sub-page at
+        a page-aligned address); the model reports it only with the ``bar_mmap`` option
+        (SPEC §11.3, Appendix B)."""
+        enabled = bool(getattr(self.machine.options, "bar_mmap", False))
+        for i in range(R.PCI_STD_NUM_BARS):
+            self.bar_mmap_supported[i] = bool(enabled and self.bar_len(i) and self.hw.bars[i].mem)
+
+    def close_device(self) -> None:
+        """``vfio_pci_core_close_device()`` -> ``vfio_pci_core_disable()``: bus mastering off,
+        every interrupt torn down (eventfds put), virtual INTx disable forgotten, config
+        state dropped, the device reset and its state at open restored; then the ERR/REQ
+        triggers go."""
+        hw = self.hw
+        cmd = hw.cfg_read(R.PCI_COMMAND, 2)
+        hw.cfg_write(R.PCI_COMMAND, 2, cmd & ~R.PCI_COMMAND_MASTER)
+        if not intrs.is_irq_none(self):
+            intrs.vfio_pci_set_irqs_ioctl(self, _NoProcess(), V.VFIO_IRQ_SET_DATA_NONE
+                                          | V.VFIO_IRQ_SET_ACTION_TRIGGER, self.irq_type, 0, 0,
+                                          b"")
+        self.virq_disabled = False
+        cfg.vfio_config_free(self)
+        self.needs_reset = True
+        hw.cfg_write(R.PCI_COMMAND, 2, R.PCI_COMMAND_INTX_DISABLE)
+        if self.reset_works:
+            hw.reset()  # __pci_reset_function_locked()
+            self.needs_reset = False
+        if self._saved_header is not None:
+            self._restore_state(self._saved_header)
+            self._saved_header = None
+        # pci_disable_device(): bus mastering off
+        cmd = hw.cfg_read(R.PCI_COMMAND, 2)
+        hw.cfg_write(R.PCI_COMMAND, 2, cmd & ~R.PCI_COMMAND_MASTER)
+        for attr in ("err_trigger", "req_trigger"):
+            t = getattr(self, attr)
+            if t is not None:
+                t.put()
+                setattr(self, attr, None)
+        self.opened = False
+
+    # -- ioctl ----------------------------------------------------------------------------
+
+    def ioctl(self, proc: Process, request: int, arg: UserArg) -> int:
+        """``vfio_pci_core_ioctl()``: one handler per ioctl, ENOTTY for anything else
+        (QUERY_GFX_PLANE, GET_GFX_DMABUF, IOEVENTFD and FEATURE included: SPEC §3.2,
+        Appendix B)."""
+        self._entry()
+        handler = _IOCTLS.get(request)
+        if handler is None:
+            raise kerr(errno.ENOTTY)
+        return handler(self, proc, arg)
+
+    def ioctl_get_info(self, proc: Process, arg: UserArg) -> int:
+        """``vfio_pci_ioctl_get_info()``: flags PCI | RESET, 9 regions, 5 irqs, no caps.
+        Written back: ``min(argsz, 24)`` bytes; before 6.6, 16 if argsz < 20 else 20
+        (SPEC §2.7 #13)."""
+        minsz = offsetofend(V.vfio_device_info, "num_irqs")
+        info = read_struct(arg, V.vfio_device_info, minsz)
+        if info.argsz < minsz:
+            raise kerr(errno.EINVAL)
+        argsz = info.argsz
+        out = V.vfio_device_info()
+        out.argsz = argsz
+        out.flags = V.VFIO_DEVICE_FLAGS_PCI
+        if self.reset_works:
+            out.flags |= V.VFIO_DEVICE_FLAGS_RESET
+        out.num_regions = V.VFIO_PCI_NUM_REGIONS
+        out.num_irqs = V.VFIO_PCI_NUM_IRQS
+        if self.profile.before("6.6"):
+            capsz = offsetofend(V.vfio_device_info, "cap_offset")
+            n = capsz if argsz >= capsz else minsz
+        else:
+            n = min(argsz, sizeof(V.vfio_device_info))
+        write_struct(arg, out, n)
+        return 0
+
+    def ioctl_get_region_info(self, proc: Process, arg: UserArg) -> int:
+        """``vfio_pci_ioctl_get_region_info()``."""
+        from vfiosim.kernel.caps import VfioInfoCap, chain_aligned, place_caps
+
+        minsz = offsetofend(V.vfio_region_info, "offset")
+        info = read_struct(arg, V.vfio_region_info, minsz)
+        if info.argsz < minsz:
+            raise kerr(errno.EINVAL)
+        caps = VfioInfoCap(aligned=chain_aligned(self.profile))
+        index = info.index
+        if index == V.VFIO_PCI_CONFIG_REGION_INDEX:
+            info.offset = V.VFIO_PCI_INDEX_TO_OFFSET(index)
+            info.size = self.cfg_size
+            info.flags = V.VFIO_REGION_INFO_FLAG_READ | V.VFIO_REGION_INFO_FLAG_WRITE
+        elif V.VFIO_PCI_BAR0_REGION_INDEX <= index <= V.VFIO_PCI_BAR5_REGION_INDEX:
+            info.offset = V.VFIO_PCI_INDEX_TO_OFFSET(index)
+            info.size = self.bar_len(index)
+            if not info.size:
+                info.flags = 0
+            else:
+                info.flags = V.VFIO_REGION_INFO_FLAG_READ | V.VFIO_REGION_INFO_FLAG_WRITE
+                if self.bar_mmap_supported[index]:
+                    info.flags |= V.VFIO_REGION_INFO_FLAG_MMAP
+                    if index == self.msix_bar:
+                        caps.add(V.VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, 1)
+        elif index == V.VFIO_PCI_ROM_REGION_INDEX:
+            # No preset device has an expansion ROM (pci_resource_len(ROM) == 0).
+            info.offset = V.VFIO_PCI_INDEX_TO_OFFSET(index)
+            info.flags = 0
+            info.size = 0
+        elif index == V.VFIO_PCI_VGA_REGION_INDEX:
+            if not self.has_vga:
+                raise kerr(errno.EINVAL)
+        else:
+            # No device specific regions: index >= VFIO_PCI_NUM_REGIONS + 0.
+            raise kerr(errno.EINVAL)
+        place = place_caps(caps, info.argsz, sizeof(V.vfio_region_info))
+        if place.has_caps:
+            info.flags |= V.VFIO_REGION_INFO_FLAG_CAPS
+            info.argsz = place.argsz
+            info.cap_offset = place.cap_offset
+            if place.data:
+                arg.write(place.cap_offset, place.data)
+        write_struct(arg, info, minsz)
+        return 0
+
+    def get_irq_count(self, irq_type: int) -> int:
+        """``vfio_pci_get_irq_count()``, read from the device's config space."""
+        hw = self.hw
+        if irq_type == V.VFIO_PCI_INTX_IRQ_INDEX:
+            return 1 if self.intx_pin() else 0
+        if irq_type == V.VFIO_PCI_MSI_IRQ_INDEX:
+            pos = hw.find_cap(R.PCI_CAP_ID_MSI)
+            if pos:
+                flags = hw.cfg_read(pos + R.PCI_MSI_FLAGS, 2)
+                return 1 << ((flags & R.PCI_MSI_FLAGS_QMASK) >> 1)
+            return 0
+        if irq_type == V.VFIO_PCI_MSIX_IRQ_INDEX:
+            pos = hw.find_cap(R.PCI_CAP_ID_MSIX)
+            if pos:
+                flags = hw.cfg_read(pos + R.PCI_MSIX_FLAGS, 2)
+                return (flags & R.PCI_MSIX_FLAGS_QSIZE) + 1
+            return 0
+        if irq_type == V.VFIO_PCI_ERR_IRQ_INDEX:
+            return 1 if hw.is_pcie else 0
+        if irq_type == V.VFIO_PCI_REQ_IRQ_INDEX:
+            return 1
+        return 0
+
+    def ioctl_get_irq_info(self, proc: Process, arg: UserArg) -> int:
+        """``vfio_pci_ioctl_get_irq_info()``: ERR exists only on PCI Express; MSI-X without
+        NORESIZE where vectors can be added while enabled (SPEC §2.7 #16)."""
+        minsz = offsetofend(V.vfio_irq_info, "count")
+        info = read_struct(arg, V.vfio_irq_info, minsz)
+        if info.argsz < minsz or info.index >= V.VFIO_PCI_NUM_IRQS:
+            raise kerr(errno.EINVAL)
+        if info.index == V.VFIO_PCI_ERR_IRQ_INDEX and not self.hw.is_pcie:
+            raise kerr(errno.EINVAL)
+        info.flags = V.VFIO_IRQ_INFO_EVENTFD
+        info.count = self.get_irq_count(info.index)
+        if info.index == V.VFIO_PCI_INTX_IRQ_INDEX:
+            info.flags |= V.VFIO_IRQ_INFO_MASKABLE | V.VFIO_IRQ_INFO_AUTOMASKED
+        elif info.index != V.VFIO_PCI_MSIX_IRQ_INDEX or not self.has_dyn_msix:
+            info.flags |= V.VFIO_IRQ_INFO_NORESIZE
+        write_struct(arg, info, minsz)
+        return 0
+
+    def ioctl_set_irqs(self, proc: Process, arg: UserArg) -> int:
+        return intrs.vfio_pci_ioctl_set_irqs(self, proc, arg)
+
+    def ioctl_reset(self, proc: Process, arg: UserArg) -> int:
+        """``vfio_pci_ioctl_reset()``: EINVAL without reset support; the device returns to
+        its power-on state, the virtual config and the IRQ setup are kept."""
+        if not self.reset_works:
+            raise kerr(errno.EINVAL)
+        self.try_reset_function()
+        return 0
+
+    # -- hot reset --------------------------------------------------------------------------
+
+    def _bus_devices(self) -> list[Any]:
+        """The devices a secondary bus reset of this device's bus affects."""
+        return [d for d in self.machine.devices
+                if _parse_bdf(d.name)[:2] == (self.segment, self.bus)]
+
+    def ioctl_get_pci_hot_reset_info(self, proc: Process, arg: UserArg) -> int:
+        """``vfio_pci_ioctl_get_pci_hot_reset_info()``: the header (with ``count``) is
+        written before ENOSPC (SPEC §3.7 rule 6)."""
+        minsz = offsetofend(V.vfio_pci_hot_reset_info, "count")
+        hdr = read_struct(arg, V.vfio_pci_hot_reset_info, minsz)
+        if hdr.argsz < minsz:
+            raise kerr(errno.EINVAL)
+        hdr.flags = 0
+        room = (hdr.argsz - sizeof(V.vfio_pci_hot_reset_info)) // sizeof(
+            V.vfio_pci_dependent_device)
+        count = 0
+        written = 0
+        for d in self._bus_devices():
+            count += 1
+            if written >= room:
+                continue
+            seg, bus, devfn = _parse_bdf(d.name)
+            dep = V.vfio_pci_dependent_device()
+            dep.group_id = d.group
+            dep.segment = seg
+            dep.bus = bus
+            dep.devfn = devfn
+            write_struct(arg, dep, sizeof(dep), minsz + written * sizeof(dep))
+            written += 1
+        hdr.count = count
+        write_struct(arg, hdr, minsz)
+        if count > written:
+            raise kerr(errno.ENOSPC)
+        return 0
+
+    def ioctl_pci_hot_reset(self, proc: Process, arg: UserArg) -> int:
+        """``vfio_pci_ioctl_pci_hot_reset()`` with ``vfio_pci_ioctl_pci_hot_reset_groups()``
+        and ``vfio_pci_dev_set_hot_reset()``; checks in the kernel's order (SPEC §11.4)."""
+        minsz = offsetofend(V.vfio_pci_hot_reset, "count")
+        hdr = read_struct(arg, V.vfio_pci_hot_reset, minsz)
+        if hdr.argsz < minsz or hdr.flags:
+            raise kerr(errno.EINVAL)
+        # A device opened through its group must name the groups (count 0 is the cdev way).
+        if not hdr.count:
+            raise kerr(errno.EINVAL)
+        devices = self._bus_devices()
+        if hdr.count > len(devices):
+            raise kerr(errno.EINVAL)
+        raw = arg.read(minsz, 4 * hdr.count)  # the kernel reads count fds whatever argsz is
+        fds = struct.unpack(f"<{hdr.count}i", raw)
+        groups = []
+        for fd in fds:
+            f = proc.fget(fd)  # EBADF
+            if f is None or getattr(f, "kind", None) != "group":
+                raise kerr(errno.EINVAL)  # !vfio_file_is_group()
+            groups.append(f.group)
+        # vfio_pci_dev_set_resettable(): every device on the bus must be a vfio-pci device.
+        if any(not d.is_vfio for d in devices):
+            raise kerr(errno.EINVAL)
+        # Every device of the set must belong to one of the groups (vfio_dev_in_groups).
+        for d in devices:
+            if not any(d in g.devices for g in groups):
+                raise kerr(errno.EINVAL)
+        registry = _DEVICES.get(self.machine, {})
+        for d in devices:
+            vdev = registry.get(d.name)
+            if vdev is not None:
+                vdev.try_reset_function()
+            else:
+                d.hw.reset()
+        return 0
+
+    # -- read / write (vfio_pci_rw) -----------------------------------------------------------
+
+    def read(self, proc: Process, count: int, offset: int) -> bytes:
+        """``vfio_pci_core_read()``: count 0 reads nothing, whatever the offset."""
+        if not count:
+            return b""
+        self._entry()
+        buf = bytearray(count)
+        done = self._rw(buf, offset, False)
+        return bytes(buf[:done])
+
+    def write(self, proc: Process, data: bytes, offset: int) -> int:
+        """``vfio_pci_core_write()``."""
+        if not len(data):
+            return 0
+        self._entry()
+        return self._rw(bytearray(data), offset, True)
+
+    def _rw(self, buf: bytearray, pos: int, iswrite: bool) -> int:
+        """``vfio_pci_rw()``: by region index."""
+        index = V.VFIO_PCI_OFFSET_TO_INDEX(pos)
+        if index >= V.VFIO_PCI_NUM_REGIONS:
+            raise kerr(errno.EINVAL)
+        off = pos & V.VFIO_PCI_OFFSET_MASK
+        if index == V.VFIO_PCI_CONFIG_REGION_INDEX:
+            return cfg.vfio_pci_config_rw(self, buf, off, iswrite)
+        if index == V.VFIO_PCI_ROM_REGION_INDEX:
+            if iswrite:
+                raise kerr(errno.EINVAL)
+            return self._bar_rw(buf, index, off, False)
+        if index <= V.VFIO_PCI_BAR5_REGION_INDEX:
+            return self._bar_rw(buf, index, off, iswrite)
+        # VGA: vfio_pci_vga_rw() without VGA
+        raise kerr(errno.EINVAL)
+
+    def _bar_rw(self, buf: bytearray, bar: int, pos: int, iswrite: bool) -> int:
+        """``vfio_pci_bar_rw()``: EINVAL at or past the end (every offset of an absent BAR),
+        a count past the end is truncated; the MSI-X table of the MSI-X BAR is excluded
+        (reads all-ones, writes dropped)."""
+        end = 0 if bar == V.VFIO_PCI_ROM_REGION_INDEX else self.bar_len(bar)
+        if not end or pos >= end:
+            raise kerr(errno.EINVAL)
+        count = min(len(buf), end - pos)
+        x_start = x_end = 0
+        if bar == self.msix_bar:
+            x_start = self.msix_offset
+            x_end = self.msix_offset + self.msix_size
+        test_mem = bar == V.VFIO_PCI_ROM_REGION_INDEX or self.hw.bars[bar].mem
+        return self._do_io_rw(bar, test_mem, buf, pos, count, x_start, x_end, iswrite)
+
+    def _fill_size(self, fillable: int, off: int, bar: int) -> int:
+        """The piece size: naturally aligned 8, 4, 2 or 1 bytes (ROM at most 4); before 6.14
+        at most 4 (SPEC §2.7 #17)."""
+        top = 4 if (self.profile.before("6.14") or bar == V.VFIO_PCI_ROM_REGION_INDEX) else 8
+        size = top
+        while size > 1:
+            if fillable >= size and not off % size:
+                return size
+            size //= 2
+        return 1
+
+    def _do_io_rw(self, bar: int, test_mem: bool, buf: bytearray, off: int, count: int,
+                  x_start: int, x_end: int, iswrite: bool) -> int:
+        """``vfio_pci_core_do_io_rw()``: an error part-way returns the error (the pieces
+        before it have reached the device)."""
+        done = 0
+        while count:
+            if off < x_start:
+                fillable = min(count, x_start - off)
+            elif off >= x_end:
+                fillable = count
+            else:
+                fillable = 0
+            if fillable:
+                n = self._fill_size(fillable, off, bar)
+                if test_mem and not self._memory_enabled():
+                    raise kerr(errno.EIO)
+                if iswrite:
+                    val = int.from_bytes(buf[done:done + n], "little")
+                    self.hw.bar_write(bar, off, n, val)
+                else:
+                    val = self.hw.bar_read(bar, off, n) & ((1 << (8 * n)) - 1)
+                    buf[done:done + n] = val.to_bytes(n, "little")
+            else:
+                # Fill reads with -1, drop writes
+                n = min(count, x_end - off)
+                if not iswrite:
+                    buf[done:done + n] = b"\xff" * n
+            count -= n
+            done += n
+            off += n
+        return done
+
+    # -- mmap ------------------------------------------------------------------------------
+
+    def mmap(self, proc: Process, offset: int, length: int, prot: int, flags: int) -> MmapRegion:
+        """``vfio_pci_core_mmap()``: only BARs reported with the MMAP flag."""
+        if length <= 0 or offset % PAGE_SIZE:
+            raise kerr(errno.EINVAL)  # do_mmap()
+        index = V.VFIO_PCI_OFFSET_TO_INDEX(offset)
+        if index >= V.VFIO_PCI_NUM_REGIONS:
+            raise kerr(errno.EINVAL)
+        if not flags & _mmap.MAP_SHARED:
+            raise kerr(errno.EINVAL)
+        if index >= V.VFIO_PCI_ROM_REGION_INDEX:
+            raise kerr(errno.EINVAL)
+        if not self.bar_mmap_supported[index]:
+            raise kerr(errno.EINVAL)
+        phys_len = (self.bar_len(index) + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        req_start = offset & V.VFIO_PCI_OFFSET_MASK
+        if req_start + length > phys_len:
+            raise kerr(errno.EINVAL)
+        return MmapRegion(index, req_start, length)
+
+
+class _NoProcess:
+    """The kernel's own calls into SET_IRQS (close) never look up an fd."""
+
+    pid = 0
+
+    def eventfd_get(self, fd: int) -> Any:
+        raise kerr(errno.EBADF)
+
+    def fget(self, fd: int) -> Any:
+        raise kerr(errno.EBADF)
+
+
+_IOCTLS: dict[int, Any] = {
+    V.VFIO_DEVICE_GET_INFO: VfioPciDevice.ioctl_get_info,
+    V.VFIO_DEVICE_GET_IRQ_INFO: VfioPciDevice.ioctl_get_irq_info,
+    V.VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: VfioPciDevice.ioctl_get_pci_hot_reset_info,
+    V.VFIO_DEVICE_GET_REGION_INFO: VfioPciDevice.ioctl_get_region_info,
+    V.VFIO_DEVICE_PCI_HOT_RESET: VfioPciDevice.ioctl_pci_hot_reset,
+    V.VFIO_DEVICE_RESET: VfioPciDevice.ioctl_reset,
+    V.VFIO_DEVICE_SET_IRQS: VfioPciDevice.ioctl_set_irqs,
+}
