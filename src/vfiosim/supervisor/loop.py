@@ -1,0 +1,777 @@
+"""The notification loop of `vfiosim run`: answers PROG's system calls from the model.
+
+One thread serves every notification (INTERCEPTION.md §2.3): zero the notif, RECV, dispatch on
+the system call number, reply (SEND, or ADDFD with SEND for calls that return a new fd).
+Each handler runs with ``machine.lock`` held around the model call (architecture.md §2).
+
+Model files in PROG
+    Every open model file (container, group, device, a sysfs ``config``) is one memfd
+    installed in PROG's fd window with ADDFD SEND|SETFD.  The supervisor keeps the memfd
+    itself (``keep``, to identify the file by inode and to size it for mmap) and hands PROG a
+    *second* open file of the same inode, made by opening /proc/self/fd/<keep>.  Then it drops
+    its reference to that second file, so PROG (its threads, forks, dups and mmaps) holds the
+    only references.
+
+Release semantics (File.release: the last reference to an open file is gone)
+    memfds are pseudo files without fsnotify events, but a file opened through
+    /proc/self/fd/N is an ordinary open file and reports IN_CLOSE_* to an inotify watch on the
+    inode when its *last* reference is dropped (__fput).  The supervisor watches every
+    installed inode; the event arrives when the last fd in any process of PROG is closed -- by
+    close(), dup2 over it, execve of an O_CLOEXEC fd, process exit, or munmap of the last
+    mapping -- and calls ``release()`` under the machine lock.  The event is queued before the
+    closing system call returns, so a later call of the same thread (close(group) then
+    open(group)) always sees the release: the loop drains inotify before each RECV.  Transient
+    references the supervisor takes with pidfd_getfd (dup, read/write positions) are dropped at
+    once; if PROG closes the fd meanwhile, the supervisor's close is the last one and reports
+    the release itself.
+
+Which file is this fd?
+    A cache (tgid, fd) -> installed file, filled on a miss by stat(/proc/TID/fd/FD) (inode),
+    emptied on close, close_range, dup2/dup3 into the window, execve and release.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import posixpath
+import re
+import select
+import struct
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from vfiosim.kernel.uaccess import kerr
+from vfiosim.supervisor import bpf, syscalls
+from vfiosim.supervisor.remote import MAX_ARG_READ, RemoteArg, RemoteProcess
+from vfiosim.supervisor.sysfs import SysfsDevice
+from vfiosim.uapi import seccomp as sc
+
+IN_CLOSE_WRITE = 0x8
+IN_CLOSE_NOWRITE = 0x10
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+F_DUPFD = 0
+F_DUPFD_CLOEXEC = 1030
+UIO_MAXIOV = 1024
+PATH_MAX = 4096
+
+_libc = syscalls.libc
+_libc.inotify_init1.restype = ctypes.c_int
+_libc.inotify_add_watch.restype = ctypes.c_int
+_libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+_libc.inotify_rm_watch.restype = ctypes.c_int
+_libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
+
+_CONFIG_RE = re.compile(r"^/sys/(?:.*/)?([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])/config$")
+
+
+class _Cont:
+    """Reply: let the kernel run the call (USER_NOTIF_FLAG_CONTINUE)."""
+
+
+class _Done:
+    """Reply already given (ADDFD with SEND, or the caller is gone)."""
+
+
+CONTINUE = _Cont()
+DONE = _Done()
+
+
+class SysfsConfig:
+    """/sys/bus/pci/devices/<BDF>/config, live from the model's config space."""
+
+    kind = "sysfs-config"
+
+    def __init__(self, dev: SysfsDevice) -> None:
+        self.dev = dev
+
+    def read(self, proc: Any, count: int, offset: int) -> bytes:
+        size = self.dev.config_size
+        if offset >= size or count <= 0:
+            return b""
+        end = min(size, offset + count)
+        hw = self.dev.hw
+        return bytes(int(hw.cfg_read(o, 1)) & 0xFF for o in range(offset, end))
+
+    def write(self, proc: Any, data: bytes, offset: int) -> int:
+        size = self.dev.config_size
+        if offset >= size:
+            return 0
+        data = data[: size - offset]
+        for i, b in enumerate(data):
+            self.dev.hw.cfg_write(offset + i, 1, b)
+        return len(data)
+
+    def ioctl(self, proc: Any, request: int, arg: Any) -> int:
+        raise kerr(errno.ENOTTY)
+
+    def mmap(self, proc: Any, offset: int, length: int, prot: int, flags: int) -> None:
+        raise kerr(errno.ENODEV)
+
+    def release(self) -> None:
+        pass
+
+
+@dataclass(eq=False)
+class Installed:
+    obj: Any
+    keep: int
+    ino: tuple[int, int]
+    wd: int
+    name: str
+    size: int = 0
+
+
+class Supervisor:
+    """Serves one PROG (and all its descendants) from one listener fd."""
+
+    def __init__(self, listener: int, lock: Any, open_model: Callable[[Any, str, int], Any],
+                 sysfs_devices: dict[str, SysfsDevice] | None = None,
+                 trace: IO[str] | None = None, root_pid: int | None = None,
+                 request_names: dict[int, str] | None = None,
+                 window: tuple[int, int] = (bpf.WINDOW_LO, bpf.WINDOW_HI),
+                 serve_paths: bool = False) -> None:
+        self.listener = listener
+        self.lock = lock
+        self.open_model = open_model
+        self.sysfs = sysfs_devices or {}
+        self.trace = trace
+        self.root_pid = root_pid
+        self.root_status: int | None = None
+        self.request_names = request_names or {}
+        self.lo, self.hi = window
+        self.serve_paths = serve_paths
+        self.inotify = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.inotify < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self.by_ino: dict[tuple[int, int], Installed] = {}
+        self.by_wd: dict[int, Installed] = {}
+        self.cache: dict[tuple[int, int], Installed] = {}
+        self.tgids: dict[int, int] = {}
+        self.procs: dict[int, RemoteProcess] = {}
+        self.counter = 0
+        self.errors = 0
+        self.calls = 0
+        self._stop = False
+        self._notif = sc.seccomp_notif()
+        self._notif_addr = ctypes.addressof(self._notif)
+        self._resp = sc.seccomp_notif_resp()
+        self._resp_addr = ctypes.addressof(self._resp)
+        self._addfd = sc.seccomp_notif_addfd()
+        self._addfd_addr = ctypes.addressof(self._addfd)
+        n = sc.NR
+        self.handlers: dict[int, Callable[[sc.seccomp_notif, int], Any]] = {
+            n["open"]: self.sys_open, n["openat"]: self.sys_open, n["openat2"]: self.sys_open,
+            n["creat"]: self.sys_open,
+            n["ioctl"]: self.sys_ioctl, n["pread64"]: self.sys_pread,
+            n["pwrite64"]: self.sys_pwrite, n["read"]: self.sys_read,
+            n["write"]: self.sys_write, n["readv"]: self.sys_rwv, n["writev"]: self.sys_rwv,
+            n["preadv"]: self.sys_rwv, n["pwritev"]: self.sys_rwv,
+            n["preadv2"]: self.sys_rwv, n["pwritev2"]: self.sys_rwv,
+            n["mmap"]: self.sys_mmap, n["close"]: self.sys_close,
+            n["close_range"]: self.sys_close_range, n["dup"]: self.sys_dup,
+            n["fcntl"]: self.sys_fcntl, n["dup2"]: self.sys_dup2, n["dup3"]: self.sys_dup2,
+            n["execve"]: self.sys_execve, n["execveat"]: self.sys_execve,
+            n["fstat"]: self.sys_fstat, n["newfstatat"]: self.sys_fstat,
+            n["statx"]: self.sys_fstat,
+        }
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def tgid(self, tid: int) -> int:
+        t = self.tgids.get(tid)
+        if t is None:
+            t = tid
+            try:
+                with open(f"/proc/{tid}/status", "rb") as f:
+                    for line in f:
+                        if line.startswith(b"Tgid:"):
+                            t = int(line.split()[1])
+                            break
+            except OSError:
+                pass
+            self.tgids[tid] = t
+        return t
+
+    def proc(self, tgid: int) -> RemoteProcess:
+        p = self.procs.get(tgid)
+        if p is None:
+            p = RemoteProcess(tgid, self.lookup_obj)
+            self.procs[tgid] = p
+        return p
+
+    def lookup(self, tgid: int, fd: int, tid: int | None = None) -> Installed | None:
+        """The installed file at fd of tgid; None if fd is open but not ours; EBADF."""
+        inst = self.cache.get((tgid, fd))
+        if inst is not None:
+            return inst
+        try:
+            st = os.stat(f"/proc/{tid or tgid}/fd/{fd}")
+        except FileNotFoundError:
+            raise kerr(errno.EBADF) from None
+        except OSError:
+            return None
+        inst = self.by_ino.get((st.st_dev, st.st_ino))
+        if inst is not None:
+            self.cache[(tgid, fd)] = inst
+        return inst
+
+    def lookup_obj(self, tgid: int, fd: int) -> Any:
+        inst = self.lookup(tgid, fd)
+        return None if inst is None else inst.obj
+
+    def _forget_fd(self, tgid: int, lo: int, hi: int) -> None:
+        for key in [k for k in self.cache if k[0] == tgid and lo <= k[1] <= hi]:
+            del self.cache[key]
+
+    def install(self, n: sc.seccomp_notif, tgid: int, obj: Any, cloexec: bool,
+                minfd: int = 0) -> Any:
+        """Put a new model file in PROG's fd window; completes the call (ADDFD SEND)."""
+        self.counter += 1
+        name = f"vfio-{getattr(obj, 'kind', 'file')}-{self.counter}"
+        keep = os.memfd_create(name, os.MFD_CLOEXEC)
+        try:
+            give = os.open(f"/proc/self/fd/{keep}", os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            os.close(keep)
+            raise
+        st = os.fstat(keep)
+        wd = _libc.inotify_add_watch(self.inotify, f"/proc/self/fd/{keep}".encode(),
+                                     IN_CLOSE_WRITE | IN_CLOSE_NOWRITE)
+        if wd < 0:
+            e = ctypes.get_errno()
+            os.close(give)
+            os.close(keep)
+            raise OSError(e, os.strerror(e))
+        inst = Installed(obj, keep, (st.st_dev, st.st_ino), wd, name)
+        self.by_ino[inst.ino] = inst
+        self.by_wd[wd] = inst
+        try:
+            slot = self._free_slot(tgid, minfd)
+            a = self._addfd
+            a.id = n.id
+            a.flags = sc.SECCOMP_ADDFD_FLAG_SEND | sc.SECCOMP_ADDFD_FLAG_SETFD
+            a.srcfd = give
+            a.newfd = slot
+            a.newfd_flags = os.O_CLOEXEC if cloexec else 0
+            r = syscalls.ioctl_nocheck(self.listener, sc.SECCOMP_IOCTL_NOTIF_ADDFD,
+                                       self._addfd_addr)
+        finally:
+            # From here PROG holds the only reference to `give` (or none: then this close
+            # is the last one and the release event follows).
+            os.close(give)
+        if r == -errno.ENOENT:
+            return DONE
+        if r < 0:
+            raise kerr(-r)
+        self.cache[(tgid, r)] = inst
+        return _Installed(r)
+
+    def _free_slot(self, tgid: int, minfd: int) -> int:
+        try:
+            used = {int(x) for x in os.listdir(f"/proc/{tgid}/fd")}
+        except OSError:
+            raise kerr(errno.ESRCH) from None
+        for fd in range(max(self.lo, minfd), self.hi + 1):
+            if fd not in used:
+                return fd
+        raise kerr(errno.EMFILE)
+
+    def drain_releases(self) -> None:
+        while True:
+            try:
+                buf = os.read(self.inotify, 4096)
+            except BlockingIOError:
+                return
+            pos = 0
+            while pos + 16 <= len(buf):
+                wd, mask, _cookie, ln = struct.unpack_from("iIII", buf, pos)
+                pos += 16 + ln
+                inst = self.by_wd.get(wd)
+                if inst is None or not mask & (IN_CLOSE_WRITE | IN_CLOSE_NOWRITE):
+                    continue
+                self._release(inst)
+
+    def _release(self, inst: Installed) -> None:
+        self.by_wd.pop(inst.wd, None)
+        self.by_ino.pop(inst.ino, None)
+        for key in [k for k, v in self.cache.items() if v is inst]:
+            del self.cache[key]
+        _libc.inotify_rm_watch(self.inotify, inst.wd)
+        os.close(inst.keep)
+        try:
+            with self.lock:
+                put = getattr(inst.obj, "put", None)  # model Files: fput(); release at 0
+                if put is not None:
+                    put()
+                else:
+                    inst.obj.release()
+        except Exception:
+            self._report_exception("release")
+        if self.trace is not None:
+            self._trace({"syscall": "release", "file": inst.name})
+
+    def release_all(self) -> None:
+        """PROG is gone: drop every model file still installed (e.g. held by a stray
+        process that never closed it), then close the supervisor's own fds."""
+        self.drain_releases()
+        for inst in list(self.by_wd.values()):
+            self._release(inst)
+        for p in self.procs.values():
+            p.close()
+        self.procs.clear()
+        if self.inotify >= 0:
+            os.close(self.inotify)
+            self.inotify = -1
+
+    # ------------------------------------------------------------------ the loop
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def serve(self, root_pidfd: int = -1) -> None:
+        """Serve until no task uses the filter (listener POLLHUP)."""
+        poller = select.poll()
+        poller.register(self.listener, select.POLLIN)
+        poller.register(self.inotify, select.POLLIN)
+        if root_pidfd >= 0:
+            poller.register(root_pidfd, select.POLLIN)
+        notif = self._notif
+        listener = self.listener
+        handlers = self.handlers
+        memset = ctypes.memset
+        addr = self._notif_addr
+        recv = sc.SECCOMP_IOCTL_NOTIF_RECV
+        ioctl = syscalls.ioctl_nocheck
+        while not self._stop:
+            events = poller.poll(200)
+            readable = False
+            hup = False
+            for fd, ev in events:
+                if fd == listener:
+                    if ev & select.POLLIN:
+                        readable = True
+                    elif ev & (select.POLLHUP | select.POLLERR):
+                        hup = True
+                elif fd == root_pidfd:
+                    self._reap_root()
+                    poller.unregister(root_pidfd)
+                    root_pidfd = -1
+            self.drain_releases()
+            if not readable:
+                if hup:
+                    return
+                continue
+            memset(addr, 0, 80)
+            r = ioctl(listener, recv, addr)
+            if r < 0:
+                continue  # ENOENT: the caller vanished; EINTR
+            self.calls += 1
+            handler = handlers.get(notif.data.nr)
+            if handler is None:
+                self._send(notif.id, 0, 0, sc.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+                continue
+            t0 = time.perf_counter_ns() if self.trace is not None else 0
+            err = 0
+            val = 0
+            try:
+                res = handler(notif, notif.pid)
+            except OSError as e:
+                err = e.errno or errno.EIO
+                res = None
+            except Exception:
+                self._report_exception(sc.NAMES.get(notif.data.nr, str(notif.data.nr)))
+                err = errno.EIO
+                res = None
+            if res is CONTINUE:
+                self._send(notif.id, 0, 0, sc.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+                continue
+            if isinstance(res, _Installed):
+                val = res.fd
+            elif res is DONE:
+                pass
+            elif res is not None:
+                val = int(res)
+            if res is not DONE and not isinstance(res, _Installed):
+                self._send(notif.id, val, -err if err else 0, 0)
+            if self.trace is not None:
+                self._trace_call(notif, t0, val, err)
+
+    def _reap_root(self) -> None:
+        if self.root_pid is None or self.root_status is not None:
+            return
+        try:
+            pid, status = os.waitpid(self.root_pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid:
+            self.root_status = status
+
+    def _send(self, nid: int, val: int, error: int, flags: int) -> None:
+        r = self._resp
+        r.id = nid
+        r.val = val
+        r.error = error
+        r.flags = flags
+        syscalls.ioctl_nocheck(self.listener, sc.SECCOMP_IOCTL_NOTIF_SEND, self._resp_addr)
+
+    def _report_exception(self, where: str) -> None:
+        self.errors += 1
+        if self.errors <= 3:
+            sys.stderr.write(f"vfiosim: internal error serving {where} (answered EIO):\n"
+                             + traceback.format_exc())
+            sys.stderr.flush()
+
+    # ------------------------------------------------------------------ trace
+
+    def _trace(self, rec: dict[str, Any]) -> None:
+        assert self.trace is not None
+        self.trace.write(json.dumps(rec) + "\n")
+
+    def _trace_call(self, n: sc.seccomp_notif, t0: int, val: int, err: int) -> None:
+        d = n.data
+        nr = d.nr
+        name = sc.NAMES.get(nr, str(nr))
+        rec: dict[str, Any] = {"pid": self.tgids.get(n.pid, n.pid), "tid": n.pid,
+                               "syscall": name}
+        if name in ("open", "openat", "openat2", "creat"):
+            rec["path"] = self._last_path
+        elif name in ("dup2", "dup3"):
+            rec["fd"] = d.args[0] & 0xFFFFFFFF
+        elif name == "mmap":
+            rec["fd"] = d.args[4] & 0xFFFFFFFF
+        else:
+            rec["fd"] = d.args[0] & 0xFFFFFFFF
+        if name == "ioctl":
+            req = d.args[1] & 0xFFFFFFFF
+            rec["request"] = self.request_names.get(req, f"{req:#x}")
+            rec["argsz"] = self._last_argsz
+        rec["result"] = None if err else val
+        rec["errno"] = errno.errorcode.get(err, str(err)) if err else None
+        rec["duration_us"] = round((time.perf_counter_ns() - t0) / 1000, 3)
+        self._trace(rec)
+
+    _last_path: str | None = None
+    _last_argsz: int | None = None
+
+    # ------------------------------------------------------------------ handlers
+
+    def _read_path(self, proc: RemoteProcess, addr: int) -> str:
+        out = bytearray()
+        while len(out) < PATH_MAX:
+            chunk = 4096 - (addr % 4096)
+            data = proc.mm.read(addr, chunk)
+            i = data.find(b"\0")
+            if i >= 0:
+                out += data[:i]
+                return os.fsdecode(bytes(out))
+            out += data
+            addr += chunk
+        raise kerr(errno.ENAMETOOLONG)
+
+    def sys_open(self, n: sc.seccomp_notif, tid: int) -> Any:
+        d = n.data
+        nr = d.nr
+        a = d.args
+        tgid = self.tgid(tid)
+        proc = self.proc(tgid)
+        if nr == sc.NR["open"]:
+            dirfd, paddr, flags = AT_FDCWD, a[0], a[1]
+        elif nr == sc.NR["creat"]:
+            dirfd, paddr, flags = AT_FDCWD, a[0], os.O_CREAT | os.O_WRONLY | os.O_TRUNC
+        else:
+            dirfd = ctypes.c_int32(a[0] & 0xFFFFFFFF).value
+            paddr = a[1]
+            flags = a[2]
+            if nr == sc.NR["openat2"]:
+                if a[3] < 24:
+                    return CONTINUE  # the kernel answers EINVAL
+                flags = int.from_bytes(proc.mm.read(a[2], 8), "little")
+        try:
+            path = self._read_path(proc, paddr)
+        except OSError:
+            return CONTINUE  # the kernel reports EFAULT / ENAMETOOLONG itself
+        self._last_path = path
+        if not path.startswith("/"):
+            base = "cwd" if dirfd == AT_FDCWD else f"fd/{dirfd}"
+            try:
+                path = os.readlink(f"/proc/{tid}/{base}") + "/" + path
+            except OSError:
+                return CONTINUE
+        path = "/" + posixpath.normpath(path).lstrip("/")
+        self._last_path = path
+        flags &= 0xFFFFFFFF
+        if path.startswith("/dev/vfio/"):
+            if not self._valid(n):
+                return DONE
+            with self.lock:
+                obj = self.open_model(proc, path, flags)
+            return self.install(n, tgid, obj, bool(flags & os.O_CLOEXEC))
+        if path.startswith("/sys/"):
+            m = _CONFIG_RE.match(path)
+            if m and m.group(1) in self.sysfs:
+                return self.install(n, tgid, SysfsConfig(self.sysfs[m.group(1)]),
+                                    bool(flags & os.O_CLOEXEC))
+            if path.startswith("/sys/kernel/debug/iommu"):
+                raise kerr(errno.ENOENT)
+        if self.serve_paths and path == "/dev/vfio":
+            raise kerr(errno.ENOENT)
+        return CONTINUE
+
+    def _valid(self, n: sc.seccomp_notif) -> bool:
+        nid = ctypes.c_uint64(n.id)
+        return syscalls.ioctl_nocheck(self.listener, sc.SECCOMP_IOCTL_NOTIF_ID_VALID,
+                                      ctypes.addressof(nid)) == 0
+
+    def _target(self, n: sc.seccomp_notif, tid: int, argi: int = 0
+                ) -> tuple[int, Installed | None]:
+        tgid = self.tgid(tid)
+        return tgid, self.lookup(tgid, n.data.args[argi] & 0xFFFFFFFF, tid)
+
+    def sys_ioctl(self, n: sc.seccomp_notif, tid: int) -> Any:
+        tgid, inst = self._target(n, tid)
+        if inst is None:
+            return CONTINUE
+        proc = self.proc(tgid)
+        arg = RemoteArg(n.data.args[2], proc.mm)
+        try:
+            with self.lock:
+                r = inst.obj.ioctl(proc, n.data.args[1] & 0xFFFFFFFF, arg)
+        finally:
+            self._last_argsz = arg.argsz
+        if isinstance(r, int):
+            return r
+        return self.install(n, tgid, r, True)
+
+    def _pos_read(self, proc: RemoteProcess, inst: Installed, fd: int, offset: int | None,
+                  chunks: list[tuple[int, int]], write: bool) -> int:
+        """Move data between the model file and PROG buffers (addr, len) at offset, or at
+        and advancing the file position when offset is None."""
+        src = -1
+        if offset is None:
+            src = proc.getfd(fd)
+            offset = os.lseek(src, 0, os.SEEK_CUR)
+        try:
+            if offset < 0:
+                raise kerr(errno.EINVAL)
+            done = 0
+            for addr, ln in chunks:
+                ln = min(ln, MAX_ARG_READ - done)
+                if ln <= 0:
+                    break
+                if write:
+                    data = proc.mm.read(addr, ln)
+                    with self.lock:
+                        got = int(inst.obj.write(proc, data, offset + done))
+                else:
+                    with self.lock:
+                        data = inst.obj.read(proc, ln, offset + done)
+                    got = len(data)
+                    if got:
+                        proc.mm.write(addr, data)
+                done += got
+                if got < ln:
+                    break
+            if src >= 0 and done:
+                os.lseek(src, offset + done, os.SEEK_SET)
+            return done
+        finally:
+            if src >= 0:
+                os.close(src)
+
+    def sys_pread(self, n: sc.seccomp_notif, tid: int) -> Any:
+        tgid, inst = self._target(n, tid)
+        if inst is None:
+            return CONTINUE
+        a = n.data.args
+        off = ctypes.c_int64(a[3]).value
+        return self._pos_read(self.proc(tgid), inst, 0, off, [(a[1], a[2])], False)
+
+    def sys_pwrite(self, n: sc.seccomp_notif, tid: int) -> Any:
+        tgid, inst = self._target(n, tid)
+        if inst is None:
+            return CONTINUE
+        a = n.data.args
+        off = ctypes.c_int64(a[3]).value
+        return self._pos_read(self.proc(tgid), inst, 0, off, [(a[1], a[2])], True)
+
+    def sys_read(self, n: sc.seccomp_notif, tid: int) -> Any:
+        tgid, inst = self._target(n, tid)
+        if inst is None:
+            return CONTINUE
+        a = n.data.args
+        return self._pos_read(self.proc(tgid), inst, a[0] & 0xFFFFFFFF, None,
+                              [(a[1], a[2])], False)
+
+    def sys_write(self, n: sc.seccomp_notif, tid: int) -> Any:
+        tgid, inst = self._target(n, tid)
+        if inst is None:
+            return CONTINUE
+        a = n.data.args
+        return self._pos_read(self.proc(tgid), inst, a[0] & 0xFFFFFFFF, None,
+                              [(a[1], a[2])], True)
+
+    def sys_rwv(self, n: sc.seccomp_notif, tid: int) -> Any:
+        tgid, inst = self._target(n, tid)
+        if inst is None:
+            return CONTINUE
+        nr = n.data.nr
+        a = n.data.args
+        proc = self.proc(tgid)
+        cnt = a[2] & 0xFFFFFFFF
+        if cnt > UIO_MAXIOV:
+            raise kerr(errno.EINVAL)
+        raw = proc.mm.read(a[1], 16 * cnt)
+        chunks = [struct.unpack_from("QQ", raw, 16 * i) for i in range(cnt)]
+        write = nr in (sc.NR["writev"], sc.NR["pwritev"], sc.NR["pwritev2"])
+        offset: int | None
+        if nr in (sc.NR["readv"], sc.NR["writev"]):
+            offset = None
+        else:
+            offset = ctypes.c_int64(a[3]).value
+            if nr in (sc.NR["preadv2"], sc.NR["pwritev2"]) and offset == -1:
+                offset = None
+        return self._pos_read(proc, inst, a[0] & 0xFFFFFFFF, offset, chunks, write)
+
+    def sys_mmap(self, n: sc.seccomp_notif, tid: int) -> Any:
+        tgid, inst = self._target(n, tid, 4)
+        if inst is None:
+            return CONTINUE
+        a = n.data.args
+        length, prot, flags, off = a[1], a[2] & 0xFFFFFFFF, a[3] & 0xFFFFFFFF, a[5]
+        with self.lock:
+            inst.obj.mmap(self.proc(tgid), off, length, prot, flags)
+        end = off + length
+        if end > inst.size:
+            # Sparse: the shared mapping PROG gets is backed by the memfd (INTERCEPTION §2.9).
+            os.ftruncate(inst.keep, end)
+            inst.size = end
+        return CONTINUE
+
+    def sys_close(self, n: sc.seccomp_notif, tid: int) -> Any:
+        self.cache.pop((self.tgid(tid), n.data.args[0] & 0xFFFFFFFF), None)
+        return CONTINUE
+
+    def sys_close_range(self, n: sc.seccomp_notif, tid: int) -> Any:
+        a = n.data.args
+        self._forget_fd(self.tgid(tid), a[0] & 0xFFFFFFFF, a[1] & 0xFFFFFFFF)
+        return CONTINUE
+
+    def sys_dup2(self, n: sc.seccomp_notif, tid: int) -> Any:
+        self.cache.pop((self.tgid(tid), n.data.args[1] & 0xFFFFFFFF), None)
+        return CONTINUE
+
+    def _dup(self, n: sc.seccomp_notif, tid: int, minfd: int, cloexec: bool) -> Any:
+        tgid, inst = self._target(n, tid)
+        if inst is None:
+            return CONTINUE
+        proc = self.proc(tgid)
+        src = proc.getfd(n.data.args[0] & 0xFFFFFFFF)
+        try:
+            slot = self._free_slot(tgid, minfd)
+            a = self._addfd
+            a.id = n.id
+            a.flags = sc.SECCOMP_ADDFD_FLAG_SEND | sc.SECCOMP_ADDFD_FLAG_SETFD
+            a.srcfd = src
+            a.newfd = slot
+            a.newfd_flags = os.O_CLOEXEC if cloexec else 0
+            r = syscalls.ioctl_nocheck(self.listener, sc.SECCOMP_IOCTL_NOTIF_ADDFD,
+                                       self._addfd_addr)
+        finally:
+            os.close(src)
+        if r == -errno.ENOENT:
+            return DONE
+        if r < 0:
+            raise kerr(-r)
+        self.cache[(tgid, r)] = inst
+        return _Installed(r)
+
+    def sys_dup(self, n: sc.seccomp_notif, tid: int) -> Any:
+        return self._dup(n, tid, 0, False)
+
+    def sys_fcntl(self, n: sc.seccomp_notif, tid: int) -> Any:
+        cmd = n.data.args[1] & 0xFFFFFFFF
+        if cmd not in (F_DUPFD, F_DUPFD_CLOEXEC):
+            return CONTINUE
+        minfd = ctypes.c_int64(n.data.args[2]).value
+        if minfd < 0:
+            raise kerr(errno.EINVAL)
+        if minfd > self.hi:
+            return CONTINUE
+        return self._dup(n, tid, minfd, cmd == F_DUPFD_CLOEXEC)
+
+    def sys_execve(self, n: sc.seccomp_notif, tid: int) -> Any:
+        tgid = self.tgid(tid)
+        self._forget_fd(tgid, 0, 1 << 32)
+        p = self.procs.get(tgid)
+        if p is not None:
+            p.mm.reopen()
+        return CONTINUE
+
+    def sys_fstat(self, n: sc.seccomp_notif, tid: int) -> Any:
+        """fstat of a container or group fd shows a character device, like /dev/vfio/*."""
+        a = n.data.args
+        nr = n.data.nr
+        if nr != sc.NR["fstat"]:
+            flags = a[3] & 0xFFFFFFFF if nr == sc.NR["newfstatat"] else a[2] & 0xFFFFFFFF
+            if not flags & AT_EMPTY_PATH:
+                return CONTINUE
+            proc = self.proc(self.tgid(tid))
+            try:
+                if proc.mm.read(a[1], 1) != b"\0":
+                    return CONTINUE
+            except OSError:
+                return CONTINUE
+        tgid, inst = self._target(n, tid)
+        if inst is None or getattr(inst.obj, "kind", "") not in ("container", "group"):
+            return CONTINUE
+        number = getattr(inst.obj, "number", None)
+        if inst.obj.kind == "container" or number is None:
+            mode, rdev = 0o20666, os.makedev(10, 196)
+        else:
+            mode, rdev = 0o20600, os.makedev(243, int(number))
+        st = os.fstat(inst.keep)
+        proc = self.proc(tgid)
+        if nr == sc.NR["statx"]:
+            buf = bytearray(256)
+            struct.pack_into("IIQIIIHxxQQQQ", buf, 0, 0x7FF, 4096, 0, 1, 0, 0, mode, st.st_ino,
+                             0, 0, 0)
+            for off, t in ((64, st.st_atime_ns), (80, st.st_mtime_ns), (96, st.st_ctime_ns),
+                           (112, st.st_mtime_ns)):
+                struct.pack_into("qI", buf, off, t // 10**9, t % 10**9)
+            struct.pack_into("II", buf, 128, os.major(rdev), os.minor(rdev))
+            struct.pack_into("II", buf, 136, os.major(st.st_dev), os.minor(st.st_dev))
+            proc.mm.write(a[4], bytes(buf))
+            return 0
+        buf = bytearray(144)
+        struct.pack_into("QQQIIIxxxxQqqq", buf, 0, st.st_dev, st.st_ino, 1, mode, 0, 0, rdev,
+                         0, 4096, 0)
+        for off, t in ((72, st.st_atime_ns), (88, st.st_mtime_ns), (104, st.st_ctime_ns)):
+            struct.pack_into("qq", buf, off, t // 10**9, t % 10**9)
+        proc.mm.write(a[1] if nr == sc.NR["fstat"] else a[2], bytes(buf))
+        return 0
+
+
+@dataclass(frozen=True)
+class _Installed:
+    fd: int
+
+
+def set_sync_wakeup(listener: int) -> bool:
+    """SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (6.6+); False where the kernel lacks it."""
+    return syscalls.ioctl_nocheck(listener, sc.SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+                                  sc.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0
+
+
+def serve_in_thread(sup: Supervisor, root_pidfd: int = -1) -> threading.Thread:
+    t = threading.Thread(target=sup.serve, args=(root_pidfd,), daemon=True)
+    t.start()
+    return t

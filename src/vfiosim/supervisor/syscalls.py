@@ -1,0 +1,103 @@
+"""ctypes wrappers for the system calls the supervisor needs (x86_64)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+from vfiosim.uapi import seccomp as sc
+
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_syscall = libc.syscall
+_syscall.restype = ctypes.c_long
+_ioctl = libc.ioctl
+_ioctl.restype = ctypes.c_int
+_ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+_prctl = libc.prctl
+_prctl.restype = ctypes.c_int
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                   ctypes.c_ulong]
+_mount = libc.mount
+_mount.restype = ctypes.c_int
+_mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                   ctypes.c_char_p]
+_unshare = libc.unshare
+_unshare.restype = ctypes.c_int
+_unshare.argtypes = [ctypes.c_int]
+
+PIDFD_THREAD = os.O_EXCL
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+MS_RDONLY = 1
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+
+
+def _check(ret: int) -> int:
+    if ret < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return ret
+
+
+def ioctl_ptr(fd: int, request: int, buf: object) -> int:
+    """ioctl(fd, request, &buf) on the supervisor's own fd; OSError on failure."""
+    return _check(_ioctl(fd, request, ctypes.addressof(buf)))  # type: ignore[arg-type]
+
+
+def ioctl_nocheck(fd: int, request: int, addr: int) -> int:
+    """ioctl returning -errno instead of raising (hot path)."""
+    r = _ioctl(fd, request, addr)
+    if r < 0:
+        return -ctypes.get_errno()
+    return r
+
+
+def seccomp(op: int, flags: int, arg: int) -> int:
+    return _check(_syscall(sc.NR["seccomp"], ctypes.c_uint(op), ctypes.c_uint(flags),
+                           ctypes.c_void_p(arg)))
+
+
+def notif_sizes() -> sc.seccomp_notif_sizes:
+    s = sc.seccomp_notif_sizes()
+    seccomp(sc.SECCOMP_GET_NOTIF_SIZES, 0, ctypes.addressof(s))
+    return s
+
+
+def pidfd_open(pid: int, flags: int = 0) -> int:
+    return _check(_syscall(sc.NR["pidfd_open"], ctypes.c_int(pid), ctypes.c_uint(flags)))
+
+
+def pidfd_getfd(pidfd: int, targetfd: int) -> int:
+    return _check(_syscall(sc.NR["pidfd_getfd"], ctypes.c_int(pidfd), ctypes.c_int(targetfd),
+                           ctypes.c_uint(0)))
+
+
+def prctl(option: int, arg2: int = 0) -> int:
+    return _check(_prctl(option, arg2, 0, 0, 0))
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int,
+          data: str | None = None) -> None:
+    def b(s: str | None) -> bytes | None:
+        return None if s is None else os.fsencode(s)
+
+    _check(_mount(b(source), b(target), b(fstype), flags, b(data)))
+
+
+def unshare(flags: int) -> None:
+    _check(_unshare(flags))
+
+
+def kernel_version() -> tuple[int, int]:
+    rel = os.uname().release
+    parts = rel.split(".")
+    try:
+        major = int(parts[0])
+        minor = int("".join(ch for ch in parts[1] if ch.isdigit()) or "0")
+    except (IndexError, ValueError):
+        return (0, 0)
+    return (major, minor)
