@@ -213,6 +213,11 @@ class Type1Backend(IommuBackend):
         #: (start, last, type); on x86 the MSI window of every device (IOMMU_RESV_MSI)
         self.reserved: list[tuple[int, int, str]] = reserved_regions(
             cfg.get("reserved", DEFAULT_RESERVED))
+        # The profile is fixed for the machine's life: the §2.7 rows this backend forks on.
+        profile = machine.profile
+        self._before_5_12 = profile.before("5.12")  # §2.7 #8
+        self._before_6_0 = profile.before("6.0")  # §2.7 #6
+        self._before_6_18 = profile.before("6.18")  # §2.7 #18-21
         self.groups: list[Group] = []
         #: vfio_iommu.dma_list: iova -> VfioDma
         self.dma_list: SortedDict = SortedDict()
@@ -425,7 +430,7 @@ class Type1Backend(IommuBackend):
         """vfio_iommu_type1_map_dma(): argsz and flags, then vfio_dma_do_map() (SPEC §5.1)."""
         minsz = offsetofend(vfio_iommu_type1_dma_map, "size")
         mask = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE
-        if not self.machine.profile.before("5.12"):  # §2.7 #8
+        if not self._before_5_12:  # §2.7 #8
             mask |= VFIO_DMA_MAP_FLAG_VADDR
         map_ = read_struct(arg, vfio_iommu_type1_dma_map, minsz)
         if map_.argsz < minsz or map_.flags & ~mask:
@@ -445,7 +450,7 @@ class Type1Backend(IommuBackend):
         if map_.flags & VFIO_DMA_MAP_FLAG_READ:
             prot |= IOMMU_READ
         # (A 32-bit kernel answers EOVERFLOW here when a field does not fit; LP64 never.)
-        if self.machine.profile.before("6.18"):
+        if self._before_6_18:
             # §2.7 #18: every check before the overlap answers EINVAL, wrap included.
             if (not prot and not set_vaddr) or (prot and set_vaddr):
                 raise kerr(errno.EINVAL)
@@ -489,7 +494,7 @@ class Type1Backend(IommuBackend):
         vfio_dma_do_unmap(); ``size`` is written back only on success (SPEC §5.2)."""
         minsz = offsetofend(vfio_iommu_type1_dma_unmap, "size")
         mask = VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP
-        if not self.machine.profile.before("5.12"):  # §2.7 #8
+        if not self._before_5_12:  # §2.7 #8
             mask |= VFIO_DMA_UNMAP_FLAG_ALL | VFIO_DMA_UNMAP_FLAG_VADDR
         unmap = read_struct(arg, vfio_iommu_type1_dma_unmap, minsz)
         if unmap.argsz < minsz or unmap.flags & ~mask:
@@ -520,12 +525,11 @@ class Type1Backend(IommuBackend):
         v2 - Unmaps must cover whole mappings: a range that bisects one fails with EINVAL;
         size 0 comes back only when nothing was mapped in the range.
         """
-        profile = self.machine.profile
         iova = unmap.iova
         size = unmap.size
         unmap_all = bool(unmap.flags & VFIO_DMA_UNMAP_FLAG_ALL)
         invalidate_vaddr = bool(unmap.flags & VFIO_DMA_UNMAP_FLAG_VADDR)
-        old = profile.before("6.18")
+        old = self._before_6_18
         pgsize = self.pgsize
         if iova & (pgsize - 1):
             raise kerr(errno.EINVAL)
@@ -560,7 +564,7 @@ class Type1Backend(IommuBackend):
         if invalidate_vaddr:
             # VFIO_UPDATE_VADDR is not modelled [decision D16; SPEC §5.2 rule 12].
             raise kerr(errno.EINVAL)
-        owner_rule = profile.before("6.0")  # §2.7 #6
+        owner_rule = self._before_6_0  # §2.7 #6
         unmapped = 0
         dl = self.dma_list
         i = self._first_index(iova)
@@ -642,7 +646,7 @@ class Type1Backend(IommuBackend):
         rng = read_struct(arg, vfio_iommu_type1_dirty_bitmap_get,
                           sizeof(vfio_iommu_type1_dirty_bitmap_get), offset=minsz)
         iova, size = rng.iova, rng.size
-        if self.machine.profile.before("6.18"):
+        if self._before_6_18:
             # §2.7 #21: `range.iova + range.size < range.iova`; a range ending exactly at
             # 2^64 wraps to 0 and fails too.  Size 0 fails below (verify_bitmap_size).
             if (iova + size) & U64_MAX < iova:
