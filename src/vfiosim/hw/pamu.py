@@ -64,6 +64,17 @@ Stash ids (``get_stash_id``) follow the numbering u-boot writes into the device 
 
 Erratum A-007907 (t4240): with ``l1_stash_as_l2`` an L1 request returns the L2 id, as the
 SDK's patched ``get_stash_id`` does.  Applying it twice changes nothing.
+
+Faults: ``translate`` raises ``hw.iommu.IommuFault(reason)`` whose ``.violation`` is an
+:class:`AccessViolation`; the PAMU keeps ``violations`` (every one, erratum A-003638 not
+modelled), ``av_status`` per LIODN and the AVS1/AVA latch.  The device model (hw/pci)
+adds the ``FaultRecord`` to ``machine.faults``.
+
+Kept kernel quirks: ``pamu_config_spaace`` with ``subwin`` ≥ ``subwin_cnt`` programs the
+primary entry; ``pamu_get_spaace`` accepts ``wnum`` up to the window count (one past the
+block); ``pamu_config_ppaace`` with ``subwin_cnt`` = 1 fails (gen_pool_alloc of 0 entries);
+a bad ``omi`` returns -EINVAL after the earlier fields are written.  Not modelled: page
+translation (ATM = 2: such a window faults), the OMT, DD = to-I/O.
 """
 
 from __future__ import annotations
