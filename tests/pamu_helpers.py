@@ -172,8 +172,9 @@ def open_pamu(k: Kernel, groups: tuple[int, ...] = (1,), set_iommu: bool = True)
 
 
 def get_info(p: Pamu, argsz: int = 256) -> tuple[V.vfio_iommu_type1_info, bytearray]:
-    buf = bytearray(argsz)
-    V.vfio_iommu_type1_info.from_buffer(buf).argsz = argsz
+    """GET_INFO with a buffer of max(argsz, 24) bytes whose argsz field says ``argsz``."""
+    buf = bytearray(max(argsz, 24))
+    buf[0:4] = argsz.to_bytes(4, "little")
     p.ioctl(V.VFIO_IOMMU_GET_INFO, buf)
     info = V.vfio_iommu_type1_info.from_buffer_copy(bytes(buf[:24]).ljust(24, b"\0"))
     return info, buf
@@ -230,8 +231,10 @@ class Buffer:
             self.addr = (addr + align - 1) & ~(align - 1)
         ctypes.memset(self.addr, 0, min(size, 4096))  # touch the first page
 
-    def protect_readonly(self) -> None:
-        _libc.mprotect(self.addr, self.size, mmap.PROT_READ)
+    def protect_readonly(self, offset: int = 0, size: int | None = None) -> None:
+        """mprotect(PROT_READ) on [addr + offset, addr + offset + size)."""
+        n = self.size - offset if size is None else size
+        assert _libc.mprotect(self.addr + offset, n, mmap.PROT_READ) == 0
 
     def close(self) -> None:
         if self._base is not None:
