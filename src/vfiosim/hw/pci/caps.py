@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from vfiosim.hw.pci.util import byte_mask_update, w1c_update
 from vfiosim.uapi.pci_regs import (
-    PCI_CAP_EXP_ENDPOINT_SIZEOF_V2,
     PCI_CAP_MSIX_SIZEOF,
     PCI_EXP_DEVCAP_FLR,
     PCI_EXP_DEVCTL_BCR_FLR,
@@ -291,13 +290,13 @@ class PcieCapability(PciCap):
     (``PCI_EXP_DEVCAP_FLR``); link 8 GT/s x4, trained. Device Control and Link Control keep
     the writable bits the spec defines; writing Initiate FLR (bit 15 of Device Control)
     resets the function and reads back 0. Device Status error bits are RW1C. Slot and root
-    registers are reserved for an endpoint (0). Vfio-pci sizes the capability with
-    ``PCI_CAP_EXP_ENDPOINT_SIZEOF_V2`` (0x32 in 6.18, see uapi/pci_regs.py); the function's
-    bytes start after ``length``.
+    registers are reserved for an endpoint (0). The structure is 0x3C bytes in hardware;
+    vfio-pci sizes it with ``PCI_CAP_EXP_ENDPOINT_SIZEOF_V2`` (0x32 in 6.18, see
+    uapi/pci_regs.py), which is the kernel's business.
     """
 
     cap_id = PciCapId.EXP
-    length = PCI_CAP_EXP_ENDPOINT_SIZEOF_V2
+    length = 0x3C  # version 2: through Slot Status 2
     # Register values, writable bits and RW1C bits, per dword: (value, wmask, w1cmask)
     _FLAGS = 0x2 | (PCI_EXP_TYPE_ENDPOINT << 4)
     _DEVCAP = 0x1 | PCI_EXP_DEVCAP_FLR  # 256 B payload
