@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,9 @@ class Container(FakeFile):
             return 0
         if request == 0x3BF1:
             raise RuntimeError("injected")
+        if request == 0x3BF5:
+            time.sleep(0.3)
+            return 0
         if request == 0x3BF2:
             raw = arg.read(0, 8)
             argsz = int.from_bytes(raw[:4], "little")
