@@ -101,7 +101,7 @@ class VfioPciDevice:
         self.has_vga = False
         self.bar_mmap_supported = [False] * 6
         self.needs_reset = False
-        self._saved_header: list[int] | None = None
+        self._saved_state: Any = None
         _DEVICES.setdefault(machine, {})[self.name] = self
         self.hw.on_intx(self._intx_line)
 
@@ -149,25 +149,11 @@ class VfioPciDevice:
 
     # -- reset (pci_try_reset_function / pci_reset_bus with save and restore of state) ------
 
-    def _save_state(self) -> list[int]:
-        """``pci_save_state()``: the 64-byte header, dword by dword."""
-        return [self.hw.cfg_read(off, 4) for off in range(0, R.PCI_STD_HEADER_SIZEOF, 4)]
-
-    def _restore_state(self, saved: list[int]) -> None:
-        """``pci_restore_state()``: header dwords written back (last first, as
-        pci_restore_config_space does), then the MSI/MSI-X state."""
-        for i in reversed(range(len(saved))):
-            off = 4 * i
-            if self.hw.cfg_read(off, 4) != saved[i]:
-                self.hw.cfg_write(off, 4, saved[i])
-        intrs.vfio_msi_restore(self)
-
     def try_reset_function(self) -> None:
         """``pci_try_reset_function()``: the device returns to its power-on state; its config
-        header and MSI programming are saved before and restored after."""
-        saved = self._save_state()
-        self.hw.reset()
-        self._restore_state(saved)
+        header and MSI/MSI-X programming are saved before and restored after
+        (``PciFunction.reset_function``)."""
+        self.hw.reset_function()
 
     # -- open / close (vfio_pci_core_enable / vfio_pci_core_disable) --------------------------
 
@@ -187,7 +173,7 @@ class VfioPciDevice:
         self.reset_works = callable(getattr(hw, "reset", None))
         if self.reset_works:
             self.try_reset_function()
-        self._saved_header = self._save_state()
+        self._saved_state = hw.save_state()  # pci_save_state(); pci_store_saved_state()
         self.pci_2_3 = True  # pci_intx_mask_supported(): the models implement DisINTx
         cmd = hw.cfg_read(R.PCI_COMMAND, 2)
         if self.pci_2_3 and cmd & R.PCI_COMMAND_INTX_DISABLE:
@@ -236,9 +222,9 @@ class VfioPciDevice:
         if self.reset_works:
             hw.reset()  # __pci_reset_function_locked()
             self.needs_reset = False
-        if self._saved_header is not None:
-            self._restore_state(self._saved_header)
-            self._saved_header = None
+        if self._saved_state is not None:
+            hw.restore_state(self._saved_state)  # pci_restore_state()
+            self._saved_state = None
         # pci_disable_device(): bus mastering off
         cmd = hw.cfg_read(R.PCI_COMMAND, 2)
         hw.cfg_write(R.PCI_COMMAND, 2, cmd & ~R.PCI_COMMAND_MASTER)

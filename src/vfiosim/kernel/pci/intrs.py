@@ -409,16 +409,6 @@ def vfio_msi_disable(vdev: VfioPciDevice, msix: bool) -> None:
     vdev.irq_type = VFIO_PCI_NUM_IRQS
 
 
-def vfio_msi_restore(vdev: VfioPciDevice) -> None:
-    """``pci_restore_msi_state()`` after a reset: the device gets its enable and messages
-    back (the IRQ configuration survives DEVICE_RESET and hot reset, SPEC §11.4)."""
-    if irq_is(vdev, VFIO_PCI_MSI_IRQ_INDEX) or irq_is(vdev, VFIO_PCI_MSIX_IRQ_INDEX):
-        vdev.hw.msi_set_enabled(_msi_kind(irq_is(vdev, VFIO_PCI_MSIX_IRQ_INDEX)), vdev.num_ctx)
-        for vector, ctx in sorted(vdev.ctx.items()):
-            if ctx.vec is not None:
-                vdev.hw.msi_program(vector, ctx.address, ctx.vec.data)
-
-
 # ---------------------------------------------------------------------------------------------
 # The SET_IRQS actions
 
