@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import mmap
 import os
+import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -209,3 +210,120 @@ def check_consistency(k: vfiosim.Kernel, b: Type1Backend) -> None:
         per_pid[d.owner] = per_pid.get(d.owner, 0) + d.size
     locked = {pid: n for pid, n in k.machine.locked_vm.items() if n}
     assert locked == per_pid
+
+
+# ---------------------------------------------------------------------------------------------
+# Random ioctls (tests/test_fuzz_ioctl.py, bench/fuzz_ioctls.py)
+
+#: every VFIO ioctl number, 0x3b64 (GET_API_VERSION) to 0x3b78, and a few neighbours
+VFIO_NUMBERS = list(range(0x3B60, 0x3B7C))
+#: argsz values worth trying: around every minsz and struct size, and extremes
+ARGSZ = [0, 1, 4, 7, 8, 15, 16, 19, 20, 23, 24, 31, 32, 39, 40, 47, 48, 56, 64, 72, 120, 128,
+         255, 256, 4095, 4096, 0xFFFF_FFFF]
+#: integer arguments that are never a mapped address of this process (below mmap_min_addr,
+#: or in the kernel half): a write through one can only fail with EFAULT
+SAFE_INTS = [0, 1, 2, 3, 4, 6, 9, 10, 0x1000, 0xFFFF, 1 << 47, (1 << 64) - 1, 1 << 63]
+
+
+class IoctlFuzzer:
+    """Random ioctls against fresh x86 kernels.  Only OSError may come out, and after every
+    call the Type1 state must be consistent (check_consistency); when a kernel is torn down
+    nothing may stay pinned or accounted."""
+
+    def __init__(self, seed: int, per_kernel: int = 400) -> None:
+        import random
+
+        self.rng = random.Random(seed)
+        self.per_kernel = per_kernel
+        self.calls = 0
+        self.errnos: dict[int, int] = {}
+        self.scratch = Buf(64 * PAGE)
+
+    def close(self) -> None:
+        self.scratch.close()
+
+    def _arg(self, request: int) -> Any:
+        r = self.rng
+        kind = r.random()
+        if kind < 0.15:
+            return r.choice(SAFE_INTS)
+        if kind < 0.22:
+            return self.scratch.va + r.randrange(0, 60) * 64  # a pointer to scratch memory
+        n = r.choice([0, 4, 8, 12, 16, 20, 24, 32, 40, 48, 64, 128, 256])
+        plausible = request in (VFIO_IOMMU_MAP_DMA, VFIO_IOMMU_UNMAP_DMA) and r.random() < 0.7
+        if plausible:
+            n = r.choice([32, 32, 48])
+        buf = bytearray(r.randbytes(n))
+        if n >= 4 and r.random() < 0.8:
+            buf[0:4] = r.choice(ARGSZ + [n, n]).to_bytes(4, "little")
+        if n >= 8 and r.random() < 0.6:
+            flags = r.choice([0, 1, 2, 3, 4, 5, 6, 7, 8, 0x20, 0xFFFF_FFFF])
+            buf[4:8] = flags.to_bytes(4, "little")
+        if plausible:
+            # a plausible MAP/UNMAP: real vaddr, aligned iova and size
+            page = r.randrange(0, 48)
+            off = 8
+            if request == VFIO_IOMMU_MAP_DMA:
+                buf[0:8] = struct.pack("<II", r.choice([32, 32, 32, 40, 31]),
+                                       r.choice([1, 2, 3, 3, 3, 3, 3, 3, 0, 4, 7]))
+                buf[8:16] = (self.scratch.va + page * PAGE).to_bytes(8, "little")
+                off = 16
+            else:
+                buf[0:8] = struct.pack("<II", r.choice([24, 24, 32, 48, 23]),
+                                       r.choice([0, 0, 0, 2, 1, 4]))
+            iova = r.randrange(0, 64) * PAGE if r.random() < 0.7 else r.choice(
+                [0xFEE0_0000, (1 << 48) - PAGE, (1 << 64) - PAGE, r.getrandbits(64)])
+            buf[off:off + 8] = iova.to_bytes(8, "little")
+            size = r.randrange(1, 12) * PAGE if r.random() < 0.8 else r.choice(
+                [0, PAGE + 1, 1 << 40, r.getrandbits(64)])
+            buf[off + 8:off + 16] = size.to_bytes(8, "little")
+        return buf
+
+    def run(self, count: int) -> None:
+        from vfiosim.uapi.vfio import VFIO_GROUP_GET_DEVICE_FD
+
+        done = 0
+        while done < count:
+            with kernel() as k:
+                fast_pinning_checks(k)
+                r = self.rng
+                if r.random() < 0.3:
+                    k.process.cap_ipc_lock = False
+                    k.process.memlock_override = r.choice([0, PAGE, 16 * PAGE])
+                fds = [k.open("/dev/vfio/vfio", os.O_RDWR)]
+                for number in k.groups():
+                    if r.random() < 0.8:
+                        fds.append(k.open(f"/dev/vfio/{number}", os.O_RDWR))
+                if r.random() < 0.7 and len(fds) > 1:
+                    with contextlib.suppress(OSError):
+                        k.ioctl(fds[1], VFIO_GROUP_SET_CONTAINER, ctypes.c_int32(fds[0]))
+                        k.ioctl(fds[0], VFIO_SET_IOMMU, r.choice([1, 3, 3, 6]))
+                        dev = k.devices()[0].name.encode() + b"\0"
+                        fds.append(k.ioctl(fds[1], VFIO_GROUP_GET_DEVICE_FD, bytearray(dev)))
+                for _ in range(min(self.per_kernel, count - done)):
+                    fd = r.choice(fds + [fds[0]] * 3 + [99])
+                    request = r.choice(VFIO_NUMBERS + [VFIO_IOMMU_MAP_DMA] * 8
+                                       + [VFIO_IOMMU_UNMAP_DMA] * 4) \
+                        if r.random() < 0.95 else r.getrandbits(32)
+                    arg = self._arg(request)
+                    self.calls += 1
+                    done += 1
+                    try:
+                        ret = k.ioctl(fd, request, arg)
+                    except OSError as e:
+                        self.errnos[e.errno] = self.errnos.get(e.errno, 0) + 1
+                    else:
+                        if request == VFIO_GROUP_GET_DEVICE_FD and k.fd_kind(fd) == "group":
+                            fds.append(ret)
+                    container = k._file(fds[0]).container  # type: ignore[attr-defined]
+                    b = container.backend
+                    if isinstance(b, Type1Backend):
+                        check_consistency(k, b)
+                        assert k.machine.bus.pinned_bytes() == sum(d.size for d in b.mappings())
+                    else:
+                        assert k.machine.bus.pinned_bytes() == 0
+                for fd in reversed(fds):
+                    with contextlib.suppress(OSError):
+                        k.close(fd)
+                assert k.machine.bus.pinned_bytes() == 0
+                assert not any(k.machine.locked_vm.values())
