@@ -213,6 +213,8 @@ class PhysBus:
         first = vaddr - vaddr % page_size
         npages = (_round_up(vaddr + size, page_size) - first) // page_size
         bases: list[int] = []
+        if self._general.free_bytes() < npages * page_size:
+            raise MemoryError(f"DRAM exhausted pinning {size} bytes")
         start = self._general.alloc(npages * page_size, page_size)
         if start is not None:
             self._insert(RamRun(start, start + npages * page_size, mm, first, page_size, False))
