@@ -273,3 +273,54 @@ def test_without_swallow_same_calls_fail(xp: Pamu) -> None:
 def test_bank_count_ioctl_value(make_kernel) -> None:
     p = open_pamu(make_kernel("t4240", msi_mode="explicit"))
     assert p.ioctl(P.VFIO_IOMMU_PAMU_GET_MSI_BANK_COUNT) == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end with vfio-pci and edu (SPEC §6.9 step 7, §9.1)
+
+
+@pytest.mark.parametrize("preset,msiir", [("p4080", P4080_MSIIR), ("t4240", T4240_MSIIR)])
+def test_auto_msi_end_to_end(make_kernel, preset: str, msiir: list[int]) -> None:
+    from device_helpers import (
+        EDU,
+        EDU_IRQ_ACK,
+        EDU_IRQ_RAISE,
+        EventFds,
+        bar_write,
+        count,
+        enable_bus_master,
+        open_device,
+        set_trigger,
+    )
+
+    k = make_kernel(preset, contiguous_memory=True)
+    dev = open_device(k, EDU, iommu=P.VFIO_FSL_PAMU_IOMMU)
+    p = Pamu(k, dev.container, {k.machine.device(EDU).group: dev.group})
+    p.set_geometry(0, 0x01FF_FFFF)
+    p.set_windows(16)
+    efds = EventFds()
+    try:
+        efd = efds.new()
+        free = [k.machine.msi.banks[i].free_count() for i in range(len(msiir))]
+        # before the first MAP_DMA no bank window exists: ENODEV, nothing stays allocated
+        expect_errno(errno.ENODEV, set_trigger, dev, V.VFIO_PCI_MSI_IRQ_INDEX, efd)
+        assert [k.machine.msi.banks[i].free_count() for i in range(len(msiir))] == free
+        b = Buffer(4 * MiB)
+        p.map_dma(b.addr, 0, 4 * MiB)
+        assert set_trigger(dev, V.VFIO_PCI_MSI_IRQ_INDEX, efd) == 0
+        assert dev.hw.msi_kind == "msi"
+        enable_bus_master(dev)
+        bar_write(dev, EDU_IRQ_RAISE, 1)
+        assert count(efd) == 1
+        bar_write(dev, EDU_IRQ_ACK, 1)
+        # the message went to bank 0's window: iova 0x01E0_0000 + the MSIIR offset
+        faults = len(k.machine.faults)
+        assert p.unmap_dma(0, 4 * MiB) == 4 * MiB
+        assert any("last DMA mapping removed while MSI is enabled" in w for w in k.warnings)
+        bar_write(dev, EDU_IRQ_RAISE, 1)
+        assert count(efd) == 0
+        assert len(k.machine.faults) > faults
+        assert k.machine.pamu.violations[-1].iova == 0x01E0_0000 + (msiir[0] & 0xFFF)
+        b.close()
+    finally:
+        efds.close()

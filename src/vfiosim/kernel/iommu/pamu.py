@@ -26,11 +26,13 @@ Two layers live here, as in the sources:
     default), real errnos (``sdk_swallow_errors`` restores the SDK's 0 returns), and
     VFIO_IOMMU_GET_INFO in auto mode.
 
-MSI vectors: vfio-pci (``kernel/pci/intrs.py``) tells the backend how many MSI/MSI-X
+MSI vectors: vfio-pci (``kernel/pci/intrs.py``) may tell the backend how many MSI/MSI-X
 vectors of devices in this container are enabled by incrementing and decrementing
 :attr:`PamuBackend.msi_users` (``backend.msi_users += n`` at enable, ``-= n`` at disable).
-The backend only reads it: when the last DMA mapping goes in auto mode while it is non-zero,
-the bank windows vanish under live vectors and a sanitizer warning is logged (SPEC §6.7.1).
+The backend also looks at the devices of its groups itself (``PciFunction.msi_kind``, the
+enable bits the kernel programmed), so the check holds without that bookkeeping.  When the
+last DMA mapping goes in auto mode while vectors are enabled, the bank windows vanish under
+live vectors and a sanitizer warning is emitted (``machine.warn``; SPEC §6.7.1, §13.8).
 
 SPEC §6 (backend), §7.3 (domain state → entries), §9.1 (``msi_address``), §10.3 (contiguity).
 """
@@ -911,16 +913,22 @@ class PamuBackend(IommuBackend):
                 self.slots[k].dma = part
             self.dma_list.append(part)
 
+    def msi_enabled_devices(self) -> list[str]:
+        """Devices of the attached groups whose MSI or MSI-X is enabled."""
+        return [d.name for g in self.groups for d in g.devices
+                if d.hw is not None and d.hw.msi_kind is not None]
+
     def _last_mapping_gone(self) -> None:
         """The last DMA mapping went (SPEC §6.6, §6.7.1)."""
         if self.auto:
             self._unmap_banks()
-            if self.msi_users:
+            devices = self.msi_enabled_devices()
+            if self.msi_users or devices:
+                who = ", ".join(devices) if devices else f"{self.msi_users} vector(s)"
                 self.machine.warn(
-                    f"PAMU container: last DMA mapping removed while "
-                    f"{self.msi_users} MSI vector(s) are enabled; the MSI bank windows are "
-                    "unmapped and the domain disabled, so their interrupts will fault "
-                    "(SPEC §6.7.1)")
+                    f"PAMU container: last DMA mapping removed while MSI is enabled ({who}); "
+                    "the MSI bank windows are unmapped and the domain disabled, so those "
+                    "interrupts will fault (SPEC §6.7.1)")
         self.domain.configure_domain_dma_state(False)
 
     # =========================================================================================
@@ -1049,3 +1057,23 @@ class PamuBackend(IommuBackend):
 
     def iter_dma(self) -> Iterator[DmaMapping]:
         yield from sorted(self.dma_list, key=lambda m: m.iova)
+
+    def dump(self) -> dict[str, object]:
+        """The container's PAMU state for ``Kernel.dump()`` (SPEC §12.1)."""
+        d = self.domain
+        return {
+            "msi_mode": "auto" if self.auto else "explicit",
+            "aperture": [self.aperture_start, self.aperture_end],
+            "windows": d.win_cnt if d.win_arr is not None else None,
+            "window_size": self.window_size,
+            "enabled": d.enabled,
+            "stash": {"cpu": d.dma_stash[0], "cache": d.dma_stash[1]},
+            "liodns": list(d.liodns),
+            "msi_users": self.msi_users,
+            "mappings": [{"iova": m.iova, "size": m.size, "vaddr": m.vaddr, "prot": m.prot,
+                          "owner": m.owner} for m in self.iter_dma()],
+            "window_table": [
+                {"index": w.index, "iova": w.iova, "kind": w.kind, "paddr": w.paddr,
+                 "mapped_size": w.mapped_size, "prot": w.prot, "bank": w.bank}
+                for w in self.window_table() if w.kind != "free"],
+        }
