@@ -182,6 +182,32 @@ def check_vmas(vmas: list[Vma], addr: int, size: int, write: bool) -> None:
         i += 1
 
 
+def check_maps(text: bytes, addr: int, size: int, write: bool) -> None:
+    """check_vmas() straight from the bytes of /proc/PID/maps, parsing only the lines up to
+    the end of the range (the file is sorted by address); EFAULT unless covered."""
+    if size <= 0:
+        return
+    end = addr + size
+    pos = addr
+    for line in text.split(b"\n"):
+        sp = line.find(b" ")
+        if sp < 0:
+            continue
+        lo_s, _, hi_s = line[:sp].partition(b"-")
+        hi = int(hi_s, 16)
+        if hi <= pos:
+            continue
+        if int(lo_s, 16) > pos:
+            break
+        perms = line[sp + 1:sp + 3]
+        if perms[:1] != b"r" or (write and perms[1:2] != b"w"):
+            break
+        pos = hi
+        if pos >= end:
+            return
+    raise kerr(errno.EFAULT)
+
+
 def smaps_page_size(pid: int | str, addr: int) -> int:
     """KernelPageSize of the VMA containing addr, from /proc/PID/smaps (4 KiB if unknown)."""
     try:
@@ -216,6 +242,22 @@ _libc.process_vm_writev.restype = ctypes.c_ssize_t
 _libc.process_vm_writev.argtypes = _libc.process_vm_readv.argtypes
 _libc.mincore.restype = ctypes.c_int
 _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+_libc.madvise.restype = ctypes.c_int
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+MADV_POPULATE_READ = 22  # include/uapi/asm-generic/mman-common.h, Linux 5.14
+MADV_POPULATE_WRITE = 23
+_populate: bool | None = None
+
+
+def _populate_supported() -> bool:
+    """Whether this host's madvise() knows MADV_POPULATE_* (probed once on our own stack)."""
+    global _populate
+    if _populate is None:
+        probe = ctypes.create_string_buffer(2 * PAGE_SIZE)
+        base = (ctypes.addressof(probe) + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        _populate = _libc.madvise(base, PAGE_SIZE, MADV_POPULATE_READ) == 0
+    return _populate
 
 
 def process_vm_read(pid: int, addr: int, size: int) -> bytes:
@@ -279,7 +321,22 @@ class LocalMemory:
             return parse_maps(f.read())
 
     def check(self, addr: int, size: int, write: bool) -> None:
-        check_vmas(self.maps(), addr, size, write)
+        """Pin check by prefaulting, as get_user_pages() does: madvise(MADV_POPULATE_READ or
+        _WRITE) faults every page in (breaking COW for a write pin) and fails where an access
+        would fault.  Kernels before 5.14 lack it: parse /proc/self/maps instead."""
+        if size <= 0:
+            return
+        if addr < 0 or addr + size > 1 << 64:
+            raise kerr(errno.EFAULT)
+        if _populate_supported():
+            base = addr & ~(PAGE_SIZE - 1)
+            length = ((addr + size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)) - base
+            advice = MADV_POPULATE_WRITE if write else MADV_POPULATE_READ
+            if _libc.madvise(base, length, advice) != 0:
+                raise kerr(errno.EFAULT)
+            return
+        with open("/proc/self/maps", "rb") as f:
+            check_maps(f.read(), addr, size, write)
 
     def read(self, addr: int, size: int) -> bytes:
         return process_vm_read(self.pid, addr, size)

@@ -22,10 +22,9 @@ from typing import TYPE_CHECKING
 
 from vfiosim.kernel.uaccess import (
     EventFd,
-    check_vmas,
+    check_maps,
     is_eventfd,
     kerr,
-    parse_maps,
     process_vm_read,
     process_vm_write,
     smaps_page_size,
@@ -82,11 +81,11 @@ class RemoteMemory:
 
     def check(self, addr: int, size: int, write: bool) -> None:
         try:
-            with open(f"/proc/{self.pid}/maps") as f:
-                vmas = parse_maps(f.read())
+            with open(f"/proc/{self.pid}/maps", "rb") as f:
+                text = f.read()
         except OSError:
             raise kerr(errno.EFAULT) from None
-        check_vmas(vmas, addr, size, write)
+        check_maps(text, addr, size, write)
 
     def page_size(self, addr: int) -> int:
         return smaps_page_size(self.pid, addr)
