@@ -108,23 +108,31 @@ class Virqfd:
         return True
 
     def _run(self) -> None:
-        while not self._closed:
-            fd = self.eventfd.fd
-            if fd < 0:
-                return
-            try:
-                ready, _, _ = select.select([fd, self._stop_r], [], [])
-            except (OSError, ValueError):
-                return
-            if self._stop_r in ready or self._closed:
-                return
-            with self.vdev.machine.lock:
-                if self._closed:
+        try:
+            while not self._closed:
+                fd = self.eventfd.fd
+                if fd < 0:
                     return
-                self.poll()
+                try:
+                    ready, _, _ = select.select([fd, self._stop_r], [], [])
+                except (OSError, ValueError):
+                    return
+                if self._stop_r in ready or self._closed:
+                    return
+                with self.vdev.machine.lock:
+                    if self._closed:
+                        return
+                    self.poll()
+        finally:
+            os.close(self._stop_r)
+            os.close(self._stop_w)
 
     def shutdown(self) -> None:
-        """``virqfd_shutdown()``: stop waiting and drop the eventfd reference."""
+        """``virqfd_shutdown()``: stop waiting and drop the eventfd reference.
+
+        Called with ``machine.lock`` held, so the waiter is not joined (it may be waiting for
+        the lock); it sees ``_closed`` and exits, closing its wake-up pipe itself.
+        """
         if self._closed:
             return
         self._closed = True
@@ -132,10 +140,6 @@ class Virqfd:
             os.write(self._stop_w, b"x")
         except OSError:
             pass
-        if self._waiter is not threading.current_thread():
-            self._waiter.join(timeout=1.0)
-        os.close(self._stop_r)
-        os.close(self._stop_w)
         self.eventfd.put()
 
 
