@@ -420,7 +420,6 @@ class PamuBackend(IommuBackend):
         opts = machine.options
         self.auto = opts.msi_mode == "auto"
         self.swallow = bool(opts.sdk_swallow_errors) and not self.auto
-        self.contiguous = bool(opts.contiguous_memory)
         cfg = machine.pamu_config
         self.cpus = int(cfg["cpus"])
         self.l1_stash_as_l2 = bool(cfg.get("l1_stash_as_l2", False))
@@ -447,6 +446,11 @@ class PamuBackend(IommuBackend):
 
     # =========================================================================================
     # introspection
+
+    @property
+    def contiguous(self) -> bool:
+        """The ``contiguous_memory`` option, read at each MAP_DMA (SPEC §10.3)."""
+        return bool(self.machine.options.contiguous_memory)
 
     @property
     def enabled(self) -> bool:
