@@ -70,3 +70,15 @@ def test_dmacopy_intx_per_pin(x86) -> None:
     intx = irq_info(dev, V.VFIO_PCI_INTX_IRQ_INDEX)
     assert intx.count == (1 if pin else 0)
     assert intx.flags == EVENTFD | MASKABLE | AUTOMASKED
+
+
+def test_dmacopy_msix_noresize_on_pamu(make_kernel) -> None:
+    """The Freescale MSI controller cannot add MSI-X vectors to an enabled function, so
+    NORESIZE stays set on 6.18 too."""
+    from vfiosim.uapi.vfio_pamu import VFIO_FSL_PAMU_IOMMU
+
+    k = make_kernel("p4080")
+    dev = open_device(k, "0001:01:00.0", iommu=VFIO_FSL_PAMU_IOMMU)
+    msix = irq_info(dev, V.VFIO_PCI_MSIX_IRQ_INDEX)
+    assert (msix.count, msix.flags) == (8, EVENTFD | NORESIZE)
+    assert irq_info(dev, V.VFIO_PCI_ERR_IRQ_INDEX).count == 1

@@ -361,3 +361,19 @@ def test_close_puts_every_eventfd(x86, efds) -> None:
     assert len(os.listdir("/proc/self/fd")) == before - 2
     assert x86.machine.msi.vectors() == []
     assert dev.vdev.irq_type == V.VFIO_PCI_NUM_IRQS
+
+
+def test_msix_vector_past_enable_einval_on_pamu(make_kernel, efds) -> None:
+    """No dynamic MSI-X on the Freescale MSI controller: a vector the enable did not
+    allocate is EINVAL (fd -1 there is nothing), checked before any bank window lookup."""
+    from vfiosim.uapi.vfio_pamu import VFIO_FSL_PAMU_IOMMU
+
+    k = make_kernel("p4080")
+    dev = open_device(k, "0001:01:00.0", iommu=VFIO_FSL_PAMU_IOMMU)
+    assert set_trigger(dev, MSIX, -1) == 0  # enables one vector, no hwirq, no window needed
+    expect_errno(errno.EINVAL, set_trigger, dev, MSIX, efds.new(), start=1)
+    assert set_trigger(dev, MSIX, -1, start=1) == 0
+    # vector 0 exists: without a bank window its hwirq cannot be reached
+    free = [b.free_count() for b in k.machine.msi.banks]
+    expect_errno(errno.ENODEV, set_trigger, dev, MSIX, efds.new())
+    assert [b.free_count() for b in k.machine.msi.banks] == free  # nothing stays allocated

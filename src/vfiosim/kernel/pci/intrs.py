@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vfiosim.kernel.uaccess import EventFd, Process, UserArg, kerr
+from vfiosim.kernel.uaccess import EventFd, Process, UserArg, kerr, read_struct
 from vfiosim.uapi.vfio import (
     VFIO_IRQ_SET_ACTION_MASK,
     VFIO_IRQ_SET_ACTION_TRIGGER,
@@ -635,8 +635,6 @@ def vfio_set_irqs_validate_and_prepare(hdr: vfio_irq_set, num_irqs: int,
 
 def vfio_pci_ioctl_set_irqs(vdev: VfioPciDevice, proc: Process, arg: UserArg) -> int:
     """``vfio_pci_ioctl_set_irqs()``: header (EFAULT), validation, data (EFAULT), dispatch."""
-    from vfiosim.kernel.uaccess import read_struct
-
     minsz = offsetofend(vfio_irq_set, "count")
     hdr = read_struct(arg, vfio_irq_set, minsz)
     max_irqs = vdev.get_irq_count(hdr.index)
