@@ -21,13 +21,13 @@ from type1_helpers import (
     dma_map,
     dma_unmap,
     errno_of,
-    fast_pinning_checks,
     get_info,
     group_rids,
     kernel,
     map_struct,
     open_type1,
     type1_container,
+    unlimited_memlock,
 )
 
 from vfiosim.hw.iommu import IommuFault
@@ -296,7 +296,7 @@ def test_dma_entry_limit_enospc():
     with kernel() as k:
         fd = type1_container(k, "v2")
         b = Buf(PAGE)
-        fast_pinning_checks(k)  # after the buffer exists: it is in the snapshot
+        unlimited_memlock(k)
         try:
             m = map_struct(b.va, 0, PAGE)
             for i in range(65535):

@@ -466,7 +466,7 @@ class LocalProcess:
     fdtable: dict[int, File]
     mm: LocalMemory = field(default_factory=LocalMemory)
     pid: int = field(default_factory=os.getpid)
-    cap_ipc_lock: bool | None = None  # None: read the real capability
+    cap_ipc_lock: bool | None = None  # None: read the real capability (at first use)
     memlock_override: int | None = None  # None: read the real RLIMIT_MEMLOCK
 
     def fget(self, fd: int) -> File | None:
@@ -487,8 +487,11 @@ class LocalProcess:
         return EventFd(os.dup(fd))
 
     def memlock_limit(self) -> int | None:
-        cap = has_cap_ipc_lock() if self.cap_ipc_lock is None else self.cap_ipc_lock
-        if cap:
+        if self.cap_ipc_lock is None:
+            # capable(CAP_IPC_LOCK): read once; a process rarely changes its capabilities and
+            # /proc/self/status costs ~200 us a read.
+            self.cap_ipc_lock = has_cap_ipc_lock()
+        if self.cap_ipc_lock:
             return None
         if self.memlock_override is not None:
             return self.memlock_override
