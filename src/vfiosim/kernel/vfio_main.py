@@ -16,6 +16,7 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 from vfiosim.kernel.uaccess import Process, UserArg, kerr
+from vfiosim.uapi import vfio as V
 
 if TYPE_CHECKING:
     from vfiosim.kernel.container import Container
@@ -106,6 +107,37 @@ class DeviceFile(File):
 
     def describe(self) -> str:
         return f"device {self.record.name}"
+
+
+def vfio_set_irqs_validate_and_prepare(hdr: V.vfio_irq_set, num_irqs: int,
+                                       max_irq_type: int) -> int:
+    """``vfio_set_irqs_validate_and_prepare()`` (drivers/vfio/vfio_main.c).
+
+    Returns the size of ``data[]`` to copy in.  Checks, in the kernel's order: argsz, index,
+    count wrap, unknown flags (one EINVAL test); the range against ``num_irqs``; exactly one
+    data type; ``argsz`` holds the data.
+    """
+    minsz = V.offsetofend(V.vfio_irq_set, "count")
+    if (hdr.argsz < minsz or hdr.index >= max_irq_type
+            or hdr.count >= 0xFFFF_FFFF - hdr.start
+            or hdr.flags & ~(V.VFIO_IRQ_SET_DATA_TYPE_MASK | V.VFIO_IRQ_SET_ACTION_TYPE_MASK)):
+        raise kerr(errno.EINVAL)
+    if hdr.start >= num_irqs or hdr.start + hdr.count > num_irqs:
+        raise kerr(errno.EINVAL)
+    dtype = hdr.flags & V.VFIO_IRQ_SET_DATA_TYPE_MASK
+    if dtype == V.VFIO_IRQ_SET_DATA_NONE:
+        size = 0
+    elif dtype == V.VFIO_IRQ_SET_DATA_BOOL:
+        size = 1
+    elif dtype == V.VFIO_IRQ_SET_DATA_EVENTFD:
+        size = 4
+    else:
+        raise kerr(errno.EINVAL)
+    if size:
+        if hdr.argsz - minsz < hdr.count * size:
+            raise kerr(errno.EINVAL)
+        return hdr.count * size
+    return 0
 
 
 class VfioCore:

@@ -51,8 +51,6 @@ NO_WRITE = 0
 ALL_WRITE = 0xFFFF_FFFF
 
 # pci_regs.h names uapi/pci_regs.py does not carry yet; the uapi value wins once it does.
-_PCI_EXP_DEVCTL_PHANTOM = getattr(R, "PCI_EXP_DEVCTL_PHANTOM", 0x0200)  # Phantom Functions
-_PCI_EXP_DEVCTL2_ARI = getattr(R, "PCI_EXP_DEVCTL2_ARI", 0x0020)  # Alternative Routing-ID
 
 ReadFn = Callable[["VfioPciDevice", int, int, "PermBits", int], int]
 WriteFn = Callable[["VfioPciDevice", int, int, "PermBits", int, int], int]
@@ -413,8 +411,8 @@ def init_pci_cap_exp_perm() -> PermBits:
     # in devctl2, which is set at probe time.  FLR and MRRS get virtualized via the writefn.
     p_setw(perm, R.PCI_EXP_DEVCTL,
            R.PCI_EXP_DEVCTL_BCR_FLR | R.PCI_EXP_DEVCTL_PAYLOAD | R.PCI_EXP_DEVCTL_READRQ,
-           ~_PCI_EXP_DEVCTL_PHANTOM)
-    p_setw(perm, R.PCI_EXP_DEVCTL2, NO_VIRT, ~_PCI_EXP_DEVCTL2_ARI)
+           ~R.PCI_EXP_DEVCTL_PHANTOM)
+    p_setw(perm, R.PCI_EXP_DEVCTL2, NO_VIRT, ~R.PCI_EXP_DEVCTL2_ARI)
     return perm
 
 

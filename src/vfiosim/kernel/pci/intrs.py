@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vfiosim.kernel.uaccess import EventFd, Process, UserArg, kerr, read_struct
+from vfiosim.kernel.vfio_main import vfio_set_irqs_validate_and_prepare
 from vfiosim.uapi.vfio import (
     VFIO_IRQ_SET_ACTION_MASK,
     VFIO_IRQ_SET_ACTION_TRIGGER,
@@ -48,7 +49,6 @@ from vfiosim.uapi.vfio import (
     VFIO_IRQ_SET_DATA_BOOL,
     VFIO_IRQ_SET_DATA_EVENTFD,
     VFIO_IRQ_SET_DATA_NONE,
-    VFIO_IRQ_SET_DATA_TYPE_MASK,
     VFIO_PCI_ERR_IRQ_INDEX,
     VFIO_PCI_INTX_IRQ_INDEX,
     VFIO_PCI_MSI_IRQ_INDEX,
@@ -600,37 +600,6 @@ def _fds(data: bytes, count: int) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------
 # The ioctl
-
-
-def vfio_set_irqs_validate_and_prepare(hdr: vfio_irq_set, num_irqs: int,
-                                       max_irq_type: int) -> int:
-    """``vfio_set_irqs_validate_and_prepare()`` (drivers/vfio/vfio_main.c).
-
-    Returns the size of ``data[]`` to copy in.  Checks, in the kernel's order: argsz, index,
-    count wrap, unknown flags (one EINVAL test); the range against ``num_irqs``; exactly one
-    data type; ``argsz`` holds the data.
-    """
-    minsz = offsetofend(vfio_irq_set, "count")
-    if (hdr.argsz < minsz or hdr.index >= max_irq_type
-            or hdr.count >= U32_MAX - hdr.start
-            or hdr.flags & ~(VFIO_IRQ_SET_DATA_TYPE_MASK | VFIO_IRQ_SET_ACTION_TYPE_MASK)):
-        raise kerr(errno.EINVAL)
-    if hdr.start >= num_irqs or hdr.start + hdr.count > num_irqs:
-        raise kerr(errno.EINVAL)
-    dtype = hdr.flags & VFIO_IRQ_SET_DATA_TYPE_MASK
-    if dtype == VFIO_IRQ_SET_DATA_NONE:
-        size = 0
-    elif dtype == VFIO_IRQ_SET_DATA_BOOL:
-        size = 1
-    elif dtype == VFIO_IRQ_SET_DATA_EVENTFD:
-        size = 4
-    else:
-        raise kerr(errno.EINVAL)
-    if size:
-        if hdr.argsz - minsz < hdr.count * size:
-            raise kerr(errno.EINVAL)
-        return hdr.count * size
-    return 0
 
 
 def vfio_pci_ioctl_set_irqs(vdev: VfioPciDevice, proc: Process, arg: UserArg) -> int:
