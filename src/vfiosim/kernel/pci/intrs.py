@@ -62,7 +62,6 @@ from vfiosim.uapi.vfio import (
 if TYPE_CHECKING:
     from vfiosim.kernel.pci.core import VfioPciDevice
 
-U32_MAX = 0xFFFF_FFFF
 
 
 # ---------------------------------------------------------------------------------------------
