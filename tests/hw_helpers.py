@@ -31,7 +31,11 @@ class FakeIommu:
     def map(self, iova: int, ranges: list[tuple[int, int]], write: bool = True) -> int:
         """Map ``ranges`` (as PhysBus.pin returns them) one after the other from ``iova``."""
         for phys, n in ranges:
-            self.entries.append((iova, phys, n, write))
+            last = self.entries[-1] if self.entries else None
+            if last and (last[0] + last[2], last[1] + last[2], last[3]) == (iova, phys, write):
+                self.entries[-1] = (last[0], last[1], last[2] + n, write)  # one extent
+            else:
+                self.entries.append((iova, phys, n, write))
             iova += n
         return iova
 

@@ -317,11 +317,11 @@ class PciFunction:
 
     @property
     def bus_master(self) -> bool:
-        return bool(self.command & PCI_COMMAND_MASTER)
+        return bool(self.config[PCI_COMMAND] & PCI_COMMAND_MASTER)  # hot path: the stored byte
 
     @property
     def memory_enabled(self) -> bool:
-        return bool(self.command & PCI_COMMAND_MEMORY)
+        return bool(self.config[PCI_COMMAND] & PCI_COMMAND_MEMORY)
 
     def bar_address(self, i: int) -> int:
         """The address BAR ``i`` holds (the device's own register)."""
