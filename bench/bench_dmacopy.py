@@ -62,8 +62,7 @@ class VfioRig:
 
         self.V = V
         self.k = k = vfiosim.Kernel.from_preset("x86", clock=clock)
-        name = next(d.name for d in k.devices() if d.model == "dmacopy") if hasattr(
-            k.devices()[0], "model") else "0000:02:00.0"
+        name = next(d.name for d in k.machine.devices if d.model == "dmacopy")
         rec = k.machine.device(name)
         self.hw = rec.hw
         c = k.open("/dev/vfio/vfio", os.O_RDWR)
