@@ -174,3 +174,33 @@ def test_dump_describes_state(x86):
 
 def test_open_normalises_paths(x86):
     x86.close(x86.open("/dev/vfio/../vfio/vfio", os.O_RDWR))
+
+
+def test_trace_records_every_call(x86):
+    import io
+    import json
+
+    out = io.StringIO()
+    x86.trace_to(out)
+    c = x86.open("/dev/vfio/vfio")
+    x86.ioctl(c, V.VFIO_GET_API_VERSION)
+    with pytest.raises(OSError):
+        x86.ioctl(c, V.VFIO_IOMMU_MAP_DMA, V.vfio_iommu_type1_dma_map(argsz=32))
+    x86.close(c)
+    recs = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["syscall"] for r in recs] == ["openat", "ioctl", "ioctl", "close"]
+    assert recs[0]["path"] == "/dev/vfio/vfio" and recs[0]["result"] == c
+    assert recs[1]["request"] == "VFIO_GET_API_VERSION" and recs[1]["result"] == 0
+    assert recs[2]["request"] == "VFIO_IOMMU_MAP_DMA" and recs[2]["argsz"] == 32
+    assert recs[2]["errno"] == "EINVAL" and recs[2]["result"] is None
+    x86.trace_to(None)
+    x86.open("/dev/vfio/vfio")
+    assert len(out.getvalue().splitlines()) == 4
+
+
+def test_pamu_machine_memory_must_stay_below_2_36(tmp_path):
+    f = tmp_path / "big.toml"
+    f.write_text('[machine]\niommu = "fsl_pamu"\n[memory]\ndram_size = 0x10_0000_0000\n'
+                 'contiguous_pool_base = 0x20_0000_0000\n')
+    with pytest.raises(ValueError, match="memory.dram_size: ends at 0x1000000000, above 2"):
+        Kernel.from_file(f)

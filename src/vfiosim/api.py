@@ -15,9 +15,12 @@ device work on the machine clock never interleaves with a handler.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import threading
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from vfiosim.kernel.uaccess import BufferArg, IntArg, LocalProcess, kerr
 from vfiosim.kernel.vfio_main import File, VfioCore
@@ -46,6 +49,7 @@ class Kernel:
         self.core = VfioCore(self.machine)
         self._fds: dict[int, File] = {}
         self.process = LocalProcess(self._fds)
+        self._trace: IO[str] | None = None
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -70,6 +74,41 @@ class Kernel:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+    # -- tracing --------------------------------------------------------------------------------
+    def trace_to(self, out: IO[str] | None) -> None:
+        """Write one JSON object per call to ``out`` (None stops).  The records have the shape
+        ``vfiosim run --trace`` writes: pid, tid, syscall, fd or path, request and argsz for
+        ioctls, result, errno, duration_us."""
+        self._trace = out
+
+    def _record(self, rec: dict[str, Any], t0: int, result: Any, err: OSError | None) -> None:
+        assert self._trace is not None
+        rec = {"pid": self.process.pid, "tid": threading.get_native_id(), **rec}
+        rec["result"] = None if err else result
+        rec["errno"] = (errno.errorcode.get(err.errno or 0, str(err.errno)) if err else None)
+        rec["duration_us"] = round((time.perf_counter_ns() - t0) / 1000, 3)
+        self._trace.write(json.dumps(rec) + "\n")
+
+    def _traced(self, rec: dict[str, Any], fn: Any, *args: Any) -> Any:
+        t0 = time.perf_counter_ns()
+        try:
+            ret = fn(*args)
+        except OSError as e:
+            self._record(rec, t0, None, e)
+            raise
+        self._record(rec, t0, ret if isinstance(ret, int) else len(ret), None)
+        return ret
+
+    def _request_name(self, fd: int, request: int) -> str:
+        from vfiosim.uapi.vfio import ioctl_name
+
+        f = self._fds.get(fd)
+        if f is None:
+            return f"{request:#x}"
+        backend = getattr(getattr(f, "container", None), "backend", None)
+        iommu = None if backend is None else self.machine.kind
+        return ioctl_name(request & 0xFFFF_FFFF, f.kind, iommu)
 
     # -- discovery ------------------------------------------------------------------------------
     def devices(self) -> list[DeviceInfo]:
@@ -96,6 +135,12 @@ class Kernel:
     def open(self, path: str | os.PathLike[str], flags: int = os.O_RDWR) -> int:
         """open(2) of /dev/vfio/vfio or /dev/vfio/<group>; read-only opens are accepted as the
         kernel accepts them (the ioctls check nothing about the open mode)."""
+        if self._trace is not None:
+            return self._traced({"syscall": "openat", "path": os.fspath(path)}, self._open,
+                                path, flags)
+        return self._open(path, flags)
+
+    def _open(self, path: str | os.PathLike[str], flags: int) -> int:
         path = os.fspath(path)
         with self.machine.lock:
             f = self.core.open(self.process, os.path.normpath(path) if path else path, flags)
@@ -104,6 +149,17 @@ class Kernel:
     def ioctl(self, fd: int, request: int, arg: Any = 0) -> int:
         """ioctl(2).  ``arg`` is an int (a value, or an address in this process) or a buffer
         the call reads and updates in place."""
+        if self._trace is not None:
+            name = self._request_name(fd, request)
+            rec = {"syscall": "ioctl", "fd": fd, "request": name}
+            # Structs that start with argsz: every VFIO ioctl argument but these two.
+            if not isinstance(arg, int) and name not in ("VFIO_GROUP_SET_CONTAINER",
+                                                         "VFIO_GROUP_GET_DEVICE_FD"):
+                rec["argsz"] = int.from_bytes(bytes(memoryview(arg).cast("B")[:4]), "little")
+            return self._traced(rec, self._ioctl, fd, request, arg)
+        return self._ioctl(fd, request, arg)
+
+    def _ioctl(self, fd: int, request: int, arg: Any) -> int:
         a = IntArg(arg, self.process.mm) if isinstance(arg, int) else BufferArg(arg)
         with self.machine.lock:
             f = self._file(fd)
@@ -113,12 +169,24 @@ class Kernel:
             return ret
 
     def pread(self, fd: int, count: int, offset: int) -> bytes:
+        if self._trace is not None:
+            return self._traced({"syscall": "pread64", "fd": fd, "count": count,
+                                 "offset": offset}, self._pread, fd, count, offset)
+        return self._pread(fd, count, offset)
+
+    def _pread(self, fd: int, count: int, offset: int) -> bytes:
         if count < 0 or offset < 0:
             raise kerr(errno.EINVAL)
         with self.machine.lock:
             return self._file(fd).read(self.process, count, offset)
 
     def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> int:
+        if self._trace is not None:
+            return self._traced({"syscall": "pwrite64", "fd": fd, "count": len(data),
+                                 "offset": offset}, self._pwrite, fd, data, offset)
+        return self._pwrite(fd, data, offset)
+
+    def _pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> int:
         if offset < 0:
             raise kerr(errno.EINVAL)
         with self.machine.lock:
@@ -131,9 +199,16 @@ class Kernel:
             return self._file(fd).mmap(self.process, offset, length, prot, flags)
 
     def close(self, fd: int) -> None:
+        if self._trace is not None:
+            self._traced({"syscall": "close", "fd": fd}, self._close, fd)
+            return
+        self._close(fd)
+
+    def _close(self, fd: int) -> int:
         with self.machine.lock:
             self._file(fd)
             self._drop(fd)
+        return 0
 
     def _drop(self, fd: int) -> None:
         f = self._fds.pop(fd)

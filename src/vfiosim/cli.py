@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--msi-mode", choices=("auto", "explicit"), default=None,
                    help=argparse.SUPPRESS)
     d.add_argument("--dump", action="store_true", help="print the model's state as JSON after")
+    d.add_argument("--trace", default=None, metavar="FILE",
+                   help="write one JSON line per call the demo makes")
 
     r = sub.add_parser("run", help="serve /dev/vfio to an unmodified program",
                        usage="vfiosim run [--machine NAME|FILE] [--trace FILE] -- PROG [ARGS...]")
@@ -65,7 +67,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from vfiosim.demo import run_demo
 
         opts = {"msi_mode": args.msi_mode} if args.msi_mode else {}
-        return run_demo(args.machine, dump=args.dump, **opts)
+        if args.trace is None:
+            return run_demo(args.machine, dump=args.dump, **opts)
+        with open(args.trace, "w") as trace:
+            return run_demo(args.machine, dump=args.dump, trace=trace, **opts)
     if args.cmd == "run":
         prog = list(args.prog)
         if prog and prog[0] == "--":

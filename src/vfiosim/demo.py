@@ -133,7 +133,7 @@ def window_table(k: Kernel, container_fd: int) -> str:
 
 
 def run_demo(machine: str = "p4080", out: IO[str] | None = None, dump: bool = False,
-             **options: Any) -> int:
+             trace: IO[str] | None = None, **options: Any) -> int:
     """Run the scripted session on preset ``machine``; returns the exit status."""
     out = out or sys.stdout
     p = Printer(out)
@@ -144,6 +144,7 @@ def run_demo(machine: str = "p4080", out: IO[str] | None = None, dump: bool = Fa
         except OSError:
             options["contiguous_memory"] = True
     k = Kernel.from_preset(machine, **options)
+    k.trace_to(trace)
     try:
         if k.machine.kind == "fsl_pamu":
             rc = _seed_flow(k, p, huge)

@@ -174,6 +174,13 @@ _MEMORY_DEFAULTS = {
     "contiguous_pool_base": 0x80_0000_0000,
     "contiguous_pool_size": 0x40_0000_0000,
 }
+# PAMU machines: everything below 2^36, the physical address width PAMU translates to.
+_PAMU_MEMORY_DEFAULTS = {
+    "dram_base": 0x0,
+    "dram_size": 0x4_0000_0000,
+    "contiguous_pool_base": 0x4_0000_0000,
+    "contiguous_pool_size": 0x4_0000_0000,
+}
 
 
 @dataclass
@@ -293,8 +300,22 @@ def parse_machine(doc: dict[str, Any], where: str) -> MachineSpec:
     msi_cfg = _fill(_table(doc, "msi", where), _MSI_DEFAULTS, {
         "type": lambda v: _str(v, ("msiir", "msiir1")), "banks": lambda v: _int(v, 1, 16),
         "ccsr_base": _int}, where, "msi")
-    mem = _fill(_table(doc, "memory", where), _MEMORY_DEFAULTS, {
+    mem = _fill(_table(doc, "memory", where),
+                _PAMU_MEMORY_DEFAULTS if pamu else _MEMORY_DEFAULTS, {
         k: _int for k in _MEMORY_DEFAULTS}, where, "memory")
+
+    dram = (mem["dram_base"], mem["dram_base"] + mem["dram_size"])
+    pool = (mem["contiguous_pool_base"], mem["contiguous_pool_base"] +
+            mem["contiguous_pool_size"])
+    if dram[0] < pool[1] and pool[0] < dram[1]:
+        raise MachineFileError(f"{where}: memory.contiguous_pool_base: the contiguous pool "
+                               "overlaps DRAM")
+    if pamu:
+        for key, (_, end) in (("dram_size", dram), ("contiguous_pool_size", pool)):
+            if end > 1 << 36:
+                raise MachineFileError(
+                    f"{where}: memory.{key}: ends at {end:#x}, above 2^36: PAMU windows "
+                    "translate to 36-bit physical addresses")
 
     controllers: list[dict[str, Any]] = []
     raw_ctrls = doc.get("pcie_controller", [])
