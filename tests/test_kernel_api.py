@@ -200,7 +200,7 @@ def test_trace_records_every_call(x86):
 
 def test_pamu_machine_memory_must_stay_below_2_36(tmp_path):
     f = tmp_path / "big.toml"
-    f.write_text('[machine]\niommu = "fsl_pamu"\n[memory]\ndram_size = 0x10_0000_0000\n'
-                 'contiguous_pool_base = 0x20_0000_0000\n')
-    with pytest.raises(ValueError, match="memory.dram_size: ends at 0x1000000000, above 2"):
+    f.write_text('[machine]\niommu = "fsl_pamu"\n[memory]\ndram_size = 0x20_0000_0000\n'
+                 'contiguous_pool_base = 0x40_0000_0000\n')
+    with pytest.raises(ValueError, match=r"memory.dram_size: ends at 0x2000000000, above 2\^36"):
         Kernel.from_file(f)

@@ -106,9 +106,9 @@ class Kernel:
         f = self._fds.get(fd)
         if f is None:
             return f"{request:#x}"
-        backend = getattr(getattr(f, "container", None), "backend", None)
-        iommu = None if backend is None else self.machine.kind
-        return ioctl_name(request & 0xFFFF_FFFF, f.kind, iommu)
+        # A machine has one backend, so a container's backend ioctls are named after it even
+        # before SET_IOMMU (when the call fails with EINVAL).
+        return ioctl_name(request & 0xFFFF_FFFF, f.kind, self.machine.kind)
 
     # -- discovery ------------------------------------------------------------------------------
     def devices(self) -> list[DeviceInfo]:
