@@ -25,6 +25,15 @@ _mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_u
 _unshare = libc.unshare
 _unshare.restype = ctypes.c_int
 _unshare.argtypes = [ctypes.c_int]
+# process_vm_readv/writev with plain addresses: callers pass the addresses of prebuilt iovec
+# arrays (remote.py), so a call costs one foreign call and no per-call ctypes objects.
+process_vm_readv = libc.process_vm_readv
+process_vm_readv.restype = ctypes.c_ssize_t
+process_vm_readv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p,
+                             ctypes.c_ulong, ctypes.c_ulong]
+process_vm_writev = libc.process_vm_writev
+process_vm_writev.restype = ctypes.c_ssize_t
+process_vm_writev.argtypes = process_vm_readv.argtypes
 
 PIDFD_THREAD = os.O_EXCL
 CLONE_NEWNS = 0x00020000
