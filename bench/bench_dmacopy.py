@@ -60,7 +60,6 @@ class VfioRig:
 
     def __init__(self, clock: str, span: int) -> None:
         import vfiosim
-        from vfiosim.uapi import pci_regs as R
         from vfiosim.uapi import vfio as V
 
         self.V = V
@@ -81,6 +80,13 @@ class VfioRig:
             m = V.vfio_iommu_type1_dma_map(argsz=ctypes.sizeof(V.vfio_iommu_type1_dma_map),
                                            flags=rw, vaddr=buf.addr, iova=iova, size=buf.size)
             k.ioctl(c, V.VFIO_IOMMU_MAP_DMA, m)
+        self._enable_device()
+
+    def _enable_device(self) -> None:
+        """Bus mastering on, MSI-X vector 0 to a fresh eventfd (SET_IRQS)."""
+        from vfiosim.uapi import pci_regs as R
+
+        V, k = self.V, self.k
         cfg = V.VFIO_PCI_INDEX_TO_OFFSET(V.VFIO_PCI_CONFIG_REGION_INDEX)
         cmd = int.from_bytes(k.pread(self.fd, 2, cfg + R.PCI_COMMAND), "little")
         cmd |= R.PCI_COMMAND_MEMORY | R.PCI_COMMAND_MASTER
@@ -118,7 +124,6 @@ class PamuRig(VfioRig):
 
     def __init__(self, clock: str, span: int, machine: str = "p4080") -> None:
         import vfiosim
-        from vfiosim.uapi import pci_regs as R
         from vfiosim.uapi import vfio as V
         from vfiosim.uapi import vfio_pamu as P
 
@@ -154,18 +159,7 @@ class PamuRig(VfioRig):
             m = V.vfio_iommu_type1_dma_map(argsz=ctypes.sizeof(V.vfio_iommu_type1_dma_map),
                                            flags=rw, vaddr=buf.addr, iova=iova, size=buf.size)
             k.ioctl(c, V.VFIO_IOMMU_MAP_DMA, m)
-        cfg = V.VFIO_PCI_INDEX_TO_OFFSET(V.VFIO_PCI_CONFIG_REGION_INDEX)
-        cmd = int.from_bytes(k.pread(self.fd, 2, cfg + R.PCI_COMMAND), "little")
-        cmd |= R.PCI_COMMAND_MEMORY | R.PCI_COMMAND_MASTER
-        k.pwrite(self.fd, cmd.to_bytes(2, "little"), cfg + R.PCI_COMMAND)
-        self.efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        flags = V.VFIO_IRQ_SET_ACTION_TRIGGER | V.VFIO_IRQ_SET_DATA_EVENTFD
-        arg = bytearray(struct.pack("<IIIIIi", 24, flags, V.VFIO_PCI_MSIX_IRQ_INDEX, 0, 1,
-                                    self.efd))
-        k.ioctl(self.fd, V.VFIO_DEVICE_SET_IRQS, arg)
-        self.bar0 = V.VFIO_PCI_INDEX_TO_OFFSET(V.VFIO_PCI_BAR0_REGION_INDEX)
-        self.clock = k.machine.clock
-        self.lock = k.machine.lock
+        self._enable_device()
 
     def close(self) -> None:
         self.ring.map.release()
