@@ -204,3 +204,23 @@ def test_pamu_machine_memory_must_stay_below_2_36(tmp_path):
                  'contiguous_pool_base = 0x40_0000_0000\n')
     with pytest.raises(ValueError, match=r"memory.dram_size: ends at 0x2000000000, above 2\^36"):
         Kernel.from_file(f)
+
+
+def test_manual_clock_moves_only_when_advanced(x86):
+    from vfio_helpers import device_name, get_device_fd
+
+    c, g = attach(x86)
+    d = get_device_fd(x86, g, device_name(x86, 1))
+    bar0 = 0
+    x86.pwrite(d, (5).to_bytes(4, "little"), bar0 + 0x08)  # edu factorial of 5
+    assert int.from_bytes(x86.pread(d, 4, bar0 + 0x20), "little") & 1  # computing
+    assert x86.advance(0) == 0
+    assert x86.run_until_idle() >= 1
+    assert int.from_bytes(x86.pread(d, 4, bar0 + 0x20), "little") & 1 == 0
+    assert int.from_bytes(x86.pread(d, 4, bar0 + 0x08), "little") == 120
+
+
+def test_real_clock_refuses_manual_stepping(make_kernel):
+    k = make_kernel("x86", clock="real")
+    with pytest.raises(RuntimeError, match="manual clock"):
+        k.advance(1000)

@@ -214,6 +214,16 @@ class Kernel:
         f = self._fds.pop(fd)
         f.put()
 
+    # -- device time (SPEC §12.1) ----------------------------------------------------------------
+    def advance(self, ns: int) -> int:
+        """Manual clock: advance device time by ``ns`` and run what falls due; returns the
+        number of events run.  (With the real clock device work runs on its own.)"""
+        return self.machine.clock.advance(ns)
+
+    def run_until_idle(self, limit_ns: int | None = None) -> int:
+        """Manual clock: run device work until nothing is pending (or ``limit_ns`` passes)."""
+        return self.machine.clock.run_until_idle(limit_ns)
+
     # -- introspection --------------------------------------------------------------------------
     def fd_kind(self, fd: int) -> str:
         return self._file(fd).kind
