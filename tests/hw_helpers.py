@@ -74,6 +74,7 @@ def make_machine(**options: Any) -> SimpleNamespace:
         setattr(opts, k, v)
     m = SimpleNamespace(lock=threading.RLock(), faults=[], events=[], options=opts)
     m.log = m.events.append
+    m.record_fault = m.faults.append
     m.clock = Clock("manual", m.lock)
     m.bus = PhysBus(m)
     m.irq = IrqDomain(m)

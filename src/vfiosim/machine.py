@@ -28,11 +28,13 @@ import os
 import re
 import threading
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from vfiosim.kernel.profile import KernelProfile
+from vfiosim.kernel.sanitizer import SanitizerReport
 
 # ---------------------------------------------------------------------------------------------
 # Options (SPEC §2.6)
@@ -428,7 +430,8 @@ class Machine:
 
     Attributes promised to the other layers (docs/architecture.md §6): ``lock``, ``options``,
     ``profile``, ``clock``, ``bus``, ``irq``, ``iommu``, ``msi``, ``devices``, ``groups``,
-    ``faults``, ``events``, ``log()``, ``iommu_config``, ``pamu_config``, ``msi_config``,
+    ``faults``, ``record_fault()``, ``fault_hooks``, ``events``, ``log()``, ``sanitizer``,
+    ``report()``, ``warnings``, ``iommu_config``, ``pamu_config``, ``msi_config``,
     ``memory_config``, ``locked_vm``, ``iommu_drivers``; on PAMU machines also ``pamu`` (the
     same object as ``iommu``) and ``controllers``.
     """
@@ -441,8 +444,10 @@ class Machine:
         self.profile = KernelProfile.from_string(self.options.kernel)
         self.lock = threading.RLock()
         self.faults: list[Any] = []
+        #: Called with each FaultRecord after it is recorded (vfio-pci's sanitizer check).
+        self.fault_hooks: list[Callable[[Any], None]] = []
         self.events: list[str] = []
-        self.warnings: list[str] = []
+        self.sanitizer: list[SanitizerReport] = []
         self.locked_vm: dict[int, int] = {}
         self.iommu_config = spec.iommu_config
         self.pamu_config = spec.pamu_config
@@ -456,10 +461,23 @@ class Machine:
         """A device or kernel log line (clamping, spurious IRQs, dropped MSIs, ...)."""
         self.events.append(msg)
 
-    def warn(self, msg: str) -> None:
-        """A sanitizer warning: a client bug the model noticed (SPEC §13.8)."""
-        self.warnings.append(msg)
-        self.events.append(f"sanitizer: {msg}")
+    def record_fault(self, rec: Any) -> None:
+        """A device DMA faulted (``hw.iommu.FaultRecord``): log it for ``machine.faults`` and
+        tell the fault hooks (hw/ records, kernel/ decides what it means; docs §6)."""
+        self.faults.append(rec)
+        for hook in self.fault_hooks:
+            hook(rec)
+
+    def report(self, kind: str, message: str, **detail: Any) -> None:
+        """A sanitizer report: a client bug the model noticed; behaviour is unchanged
+        (SPEC §13.8, kernel/sanitizer.py)."""
+        self.sanitizer.append(SanitizerReport(kind, message, detail, self.clock.now_ns()))
+        self.events.append(f"sanitizer: {kind}: {message}")
+
+    @property
+    def warnings(self) -> list[str]:
+        """The sanitizer reports' messages, oldest first."""
+        return [r.message for r in self.sanitizer]
 
     def _build(self) -> None:
         from vfiosim.hw.clock import Clock

@@ -68,7 +68,7 @@ SDK's patched ``get_stash_id`` does.  Applying it twice changes nothing.
 Faults: ``translate`` raises ``hw.iommu.IommuFault(reason)`` whose ``.violation`` is an
 :class:`AccessViolation`; the PAMU keeps ``violations`` (every one, erratum A-003638 not
 modelled), ``av_status`` per LIODN and the AVS1/AVA latch.  The device model (hw/pci)
-adds the ``FaultRecord`` to ``machine.faults``.
+records the ``FaultRecord`` (``machine.record_fault``, kept in ``machine.faults``).
 
 Kept kernel quirks: ``pamu_config_spaace`` with ``subwin`` ≥ ``subwin_cnt`` programs the
 primary entry; ``pamu_get_spaace`` accepts ``wnum`` up to the window count (one past the

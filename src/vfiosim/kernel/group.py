@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, Any
 
+from vfiosim.kernel.sanitizer import check_argsz
 from vfiosim.kernel.uaccess import Process, UserArg, kerr, read_struct, write_struct
 from vfiosim.kernel.vfio_main import DeviceFile, File
 from vfiosim.uapi import vfio as V
@@ -64,6 +65,8 @@ class Group:
         status = read_struct(arg, V.vfio_group_status, minsz)
         if status.argsz < minsz:
             raise kerr(errno.EINVAL)
+        check_argsz(self.core.machine, "VFIO_GROUP_GET_STATUS", "vfio_group_status",
+                    status.argsz, (V.sizeof(V.vfio_group_status),))
         status.flags = 0
         if self.profile.before("5.19"):
             # SPEC §2.7 #4: viability is reported from the drivers, attached or not.

@@ -386,12 +386,24 @@ class EventFd:
 
     ``fd`` is an fd of *this* (the model's) process referring to the caller's eventfd: a dup
     in-process, a pidfd_getfd() copy under ``vfiosim run``.  ``signal`` is eventfd_signal().
+    ``client_pid``/``client_fd`` name the fd the caller passed, when the front end knows it:
+    the sanitizer asks :meth:`client_holds` whether the caller still has it (SPEC §13.8).
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, client_pid: int | None = None,
+                 client_fd: int | None = None) -> None:
         self.fd = fd
         self._lock = threading.Lock()
         self.signals = 0
+        self.client_pid = client_pid
+        self.client_fd = client_fd
+
+    def client_holds(self) -> bool | None:
+        """Does the caller's fd still refer to this eventfd?  None when it cannot be told
+        (client unknown, or kcmp(2) unavailable or refused)."""
+        if self.client_pid is None or self.client_fd is None or self.fd < 0:
+            return None
+        return kcmp_file(self.client_pid, self.client_fd, os.getpid(), self.fd)
 
     def signal(self) -> None:
         with self._lock:
@@ -415,6 +427,26 @@ class EventFd:
             self.put()
         except Exception:
             pass
+
+
+#: kcmp(2) syscall numbers (KCMP_FILE = 0 compares two fds' struct file).
+_SYS_KCMP = {"x86_64": 312, "aarch64": 272, "ppc64": 354, "ppc64le": 354, "ppc": 354,
+             "i686": 349, "i386": 349}
+KCMP_FILE = 0
+
+
+def kcmp_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool | None:
+    """kcmp(pid1, pid2, KCMP_FILE, fd1, fd2) (kernel/kcmp.c): True if both fds are the same
+    open file; False if they differ or one is not open (EBADF); None when it cannot be told
+    (no kcmp: ENOSYS; a process gone: ESRCH; EPERM)."""
+    nr = _SYS_KCMP.get(os.uname().machine)
+    if nr is None:
+        return None
+    ret = _libc.syscall(ctypes.c_long(nr), ctypes.c_long(pid1), ctypes.c_long(pid2),
+                        ctypes.c_long(KCMP_FILE), ctypes.c_ulong(fd1), ctypes.c_ulong(fd2))
+    if ret < 0:
+        return False if ctypes.get_errno() == errno.EBADF else None
+    return ret == 0
 
 
 def is_eventfd(path_or_link: str) -> bool:
@@ -484,7 +516,8 @@ class LocalProcess:
             raise kerr(errno.EBADF) from None
         if not is_eventfd(link):
             raise kerr(errno.EINVAL)
-        return EventFd(os.dup(fd))
+        # The fd lives in this very process, whatever ``pid`` a test gave this client.
+        return EventFd(os.dup(fd), client_pid=os.getpid(), client_fd=fd)
 
     def memlock_limit(self) -> int | None:
         if self.cap_ipc_lock is None:

@@ -17,8 +17,9 @@ job). Hardware rules, before the code:
   (SPEC §9). A masked vector (MSI-X entry or function mask, MSI per-vector mask) sets its
   pending bit instead; unmasking sends it.
 * DMA: Bus Master check, then ``machine.iommu.translate(rid, iova, size, write)`` for the
-  whole transfer, then ``machine.bus``. A fault moves no byte, appends a
-  ``hw.iommu.FaultRecord`` to ``machine.faults`` and returns None/False.
+  whole transfer, then ``machine.bus``. A fault moves no byte, hands a
+  ``hw.iommu.FaultRecord`` to ``machine.record_fault`` (which keeps it in ``machine.faults``)
+  and returns None/False.
 * :meth:`PciFunction.reset` is a conventional reset: power-on state, BARs and interrupt line
   as firmware left them (the model folds the firmware's assignment into power-on). The
   kernel's save/restore around a reset (``pci_reset_function``) is
@@ -113,7 +114,7 @@ def _coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 class PciFunction:
     """One simulated PCI function (docs/architecture.md §6).
 
-    ``machine`` provides ``bus``, ``iommu``, ``clock``, ``faults``, ``log``; ``name`` is the
+    ``machine`` provides ``bus``, ``iommu``, ``clock``, ``record_fault``, ``log``; ``name`` is the
     BDF ("0000:01:00.0"); ``rid`` the requester identity the IOMMU uses (x86: the BDF-based
     id, PAMU: the LIODN of the PCIe controller). ``class_code`` is the 24-bit class (base
     class << 16 | subclass << 8 | prog-if). ``bar_addresses`` and ``interrupt_line`` are what
@@ -578,14 +579,14 @@ class PciFunction:
             return _coalesce(self.machine.iommu.translate(self.rid, iova, size, write))
         except IommuFault as e:
             self.dma_faults += 1
-            self.machine.faults.append(
+            self.machine.log(
+                f"{self.name}: {what} {direction} fault at iova 0x{iova:x}+0x{size:x}: {e.reason}"
+            )
+            self.machine.record_fault(
                 FaultRecord(
                     self.machine.clock.now_ns(), self.name, self.rid, iova, size, direction,
                     e.reason,
                 )
-            )
-            self.machine.log(
-                f"{self.name}: {what} {direction} fault at iova 0x{iova:x}+0x{size:x}: {e.reason}"
             )
             return None
 

@@ -32,7 +32,9 @@ vectors of devices in this container are enabled by incrementing and decrementin
 The backend also looks at the devices of its groups itself (``PciFunction.msi_kind``, the
 enable bits the kernel programmed), so the check holds without that bookkeeping.  When the
 last DMA mapping goes in auto mode while vectors are enabled, the bank windows vanish under
-live vectors and a sanitizer warning is emitted (``machine.warn``; SPEC §6.7.1, §13.8).
+live vectors and a sanitizer report is emitted (kind ``msi_unmapped``, ``machine.report``;
+SPEC §6.7.1, §13.8).  The handlers also run the sanitizer's argsz, padding and alignment
+checks (kernel/sanitizer.py).
 
 SPEC §6 (backend), §7.3 (domain state → entries), §9.1 (``msi_address``), §10.3 (contiguity).
 """
@@ -46,6 +48,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from vfiosim.hw.pamu import PAMU_NOT_DEFINED, PAMU_PAGE_SHIFT, PAMU_PAGE_SIZE, prot_to_ap
 from vfiosim.kernel import caps
+from vfiosim.kernel import sanitizer as san
 from vfiosim.kernel.iommu import IommuBackend, IommuDriver
 from vfiosim.kernel.uaccess import kerr, read_struct, write_struct
 from vfiosim.uapi import vfio as V
@@ -598,6 +601,7 @@ class PamuBackend(IommuBackend):
         attr = read_struct(arg, P.vfio_pamu_attr, minsz)
         if attr.argsz < minsz:
             raise kerr(errno.EINVAL)
+        self._sanitize_attr("VFIO_IOMMU_PAMU_GET_ATTR", attr)
         if attr.flags:
             raise kerr(errno.EINVAL)
         info = attr.attr_info
@@ -624,6 +628,7 @@ class PamuBackend(IommuBackend):
         attr = read_struct(arg, P.vfio_pamu_attr, minsz)
         if attr.argsz < minsz:
             raise kerr(errno.EINVAL)
+        self._sanitize_attr("VFIO_IOMMU_PAMU_SET_ATTR", attr)
         try:
             self.handle_set_attr(attr)
         except OSError:
@@ -631,6 +636,12 @@ class PamuBackend(IommuBackend):
                 return 0
             raise
         return 0
+
+    def _sanitize_attr(self, ioctl: str, attr: P.vfio_pamu_attr) -> None:
+        """Sanitizer (SPEC §13.8): argsz 32, ``__pad`` zero."""
+        san.check_argsz(self.machine, ioctl, "vfio_pamu_attr", attr.argsz,
+                        (V.sizeof(P.vfio_pamu_attr),))
+        san.check_padding(self.machine, ioctl, attr, ("__pad",))
 
     def handle_set_attr(self, attr: P.vfio_pamu_attr) -> None:
         if attr.flags:
@@ -717,6 +728,8 @@ class PamuBackend(IommuBackend):
         mask = V.VFIO_DMA_MAP_FLAG_READ | V.VFIO_DMA_MAP_FLAG_WRITE
         if m.argsz < minsz or m.flags & ~mask:
             raise kerr(errno.EINVAL)
+        san.check_argsz(self.machine, "VFIO_IOMMU_MAP_DMA", "vfio_iommu_type1_dma_map",
+                        m.argsz, (V.sizeof(V.vfio_iommu_type1_dma_map),))
         prot = 0
         if m.flags & V.VFIO_DMA_MAP_FLAG_WRITE:
             prot |= IOMMU_WRITE
@@ -732,6 +745,8 @@ class PamuBackend(IommuBackend):
             raise kerr(errno.EINVAL)
         ws = self.window_size
         if size == 0 or iova % ws or size % ws:
+            san.report_misaligned(self.machine, "VFIO_IOMMU_MAP_DMA", ws, "the window size",
+                                  {"iova": iova, "size": size})
             raise kerr(errno.EINVAL)
         if iova + size - 1 > U64_MAX or vaddr + size - 1 > U64_MAX:
             raise kerr(errno.EINVAL)
@@ -771,6 +786,10 @@ class PamuBackend(IommuBackend):
                 if len(ranges) != 1:
                     raise kerr(errno.EFAULT)
                 if ranges[0][0] % ws:
+                    san.report_misaligned(
+                        self.machine, "VFIO_IOMMU_MAP_DMA", ws,
+                        "the window size (a window maps naturally aligned physical memory)",
+                        {"phys": ranges[0][0]}, vaddr=v)
                     raise kerr(errno.EINVAL)
             # 11: RLIMIT_MEMLOCK (no CAP_IPC_LOCK).
             limit = proc.memlock_limit()
@@ -856,10 +875,15 @@ class PamuBackend(IommuBackend):
         u = read_struct(arg, V.vfio_iommu_type1_dma_unmap, minsz)
         if u.argsz < minsz or u.flags:
             raise kerr(errno.EINVAL)
+        san.check_argsz(self.machine, "VFIO_IOMMU_UNMAP_DMA", "vfio_iommu_type1_dma_unmap",
+                        u.argsz, (V.sizeof(V.vfio_iommu_type1_dma_unmap),))
         if not self.windows_configured:
             raise kerr(errno.EINVAL)  # [proposed, Appendix A #12]
         ws = self.window_size
         if u.size == 0 or u.iova + u.size - 1 > U64_MAX or u.iova % ws or u.size % ws:
+            if u.size and u.iova + u.size - 1 <= U64_MAX:
+                san.report_misaligned(self.machine, "VFIO_IOMMU_UNMAP_DMA", ws,
+                                      "the window size", {"iova": u.iova, "size": u.size})
             raise kerr(errno.EINVAL)
         unmapped = self.dma_do_unmap(proc, u.iova, u.size)
         u.size = unmapped
@@ -929,10 +953,12 @@ class PamuBackend(IommuBackend):
             devices = self.msi_enabled_devices()
             if self.msi_users or devices:
                 who = ", ".join(devices) if devices else f"{self.msi_users} vector(s)"
-                self.machine.warn(
+                self.machine.report(
+                    san.MSI_UNMAPPED,
                     f"PAMU container: last DMA mapping removed while MSI is enabled ({who}); "
                     "the MSI bank windows are unmapped and the domain disabled, so those "
-                    "interrupts will fault (SPEC §6.7.1)")
+                    "interrupts will fault (SPEC §6.7.1)",
+                    devices=devices, vectors=self.msi_users)
         self.domain.configure_domain_dma_state(False)
 
     # =========================================================================================
@@ -950,6 +976,10 @@ class PamuBackend(IommuBackend):
         m = read_struct(arg, P.vfio_pamu_msi_bank_map, minsz)
         if m.argsz < minsz:
             raise kerr(errno.EINVAL)
+        ioctl = "VFIO_IOMMU_PAMU_MAP_MSI_BANK"
+        san.check_argsz(self.machine, ioctl, "vfio_pamu_msi_bank_map", m.argsz,
+                        (V.sizeof(P.vfio_pamu_msi_bank_map),))
+        san.check_padding(self.machine, ioctl, m, ("__pad",))
         try:
             self.do_msi_map(m.flags, m.msi_bank_index, m.iova)
         except OSError:
@@ -971,6 +1001,10 @@ class PamuBackend(IommuBackend):
             raise kerr(errno.EINVAL)  # [proposed, Appendix A #11]
         if not self.aperture_start <= iova <= self.aperture_end \
                 or (iova - self.aperture_start) % self.window_size:
+            if self.aperture_start <= iova <= self.aperture_end:
+                # The aperture start is aligned to the aperture size, so to the window size.
+                san.report_misaligned(self.machine, "VFIO_IOMMU_PAMU_MAP_MSI_BANK",
+                                      self.window_size, "the window size", {"iova": iova})
             raise kerr(errno.EINVAL)
         region = self.msi.get_region(bank)
         if region is None:
@@ -993,6 +1027,9 @@ class PamuBackend(IommuBackend):
         u = read_struct(arg, P.vfio_pamu_msi_bank_unmap, minsz)
         if u.argsz < minsz:
             raise kerr(errno.EINVAL)
+        san.check_argsz(self.machine, "VFIO_IOMMU_PAMU_UNMAP_MSI_BANK",
+                        "vfio_pamu_msi_bank_unmap", u.argsz,
+                        (V.sizeof(P.vfio_pamu_msi_bank_unmap),))
         try:
             if u.flags:
                 raise kerr(errno.EINVAL)
@@ -1033,6 +1070,10 @@ class PamuBackend(IommuBackend):
         if info.argsz < minsz:
             raise kerr(errno.EINVAL)
         argsz = info.argsz
+        capsz = V.offsetofend(V.vfio_iommu_type1_info, "cap_offset")
+        info_size = V.sizeof(V.vfio_iommu_type1_info)
+        san.check_argsz(self.machine, "VFIO_IOMMU_GET_INFO", "vfio_iommu_type1_info", argsz,
+                        (minsz, capsz, info_size), room=True)
         profile = self.machine.profile
         ranges = self.usable_ranges()
         body = bytearray(V.sizeof(V.vfio_iommu_type1_info_cap_iova_range)
@@ -1046,7 +1087,6 @@ class PamuBackend(IommuBackend):
         out = V.vfio_iommu_type1_info()  # zeroed (6.6: "memset(&info, 0, ...)")
         out.flags = V.VFIO_IOMMU_INFO_PGSIZES
         out.iova_pgsizes = self.window_size if self.windows_configured else 0
-        info_size = V.sizeof(V.vfio_iommu_type1_info)
         place = caps.place_caps(chain, argsz, info_size)
         if place.has_caps:
             out.flags |= V.VFIO_IOMMU_INFO_CAPS
@@ -1054,7 +1094,6 @@ class PamuBackend(IommuBackend):
         out.cap_offset = place.cap_offset
         if place.data:
             arg.write(place.cap_offset, place.data)
-        capsz = V.offsetofend(V.vfio_iommu_type1_info, "cap_offset")
         n = caps.fixed_part_size(profile, argsz, minsz, capsz, info_size)
         write_struct(arg, out, n)
         return 0

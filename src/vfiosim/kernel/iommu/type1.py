@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, ClassVar
 from sortedcontainers import SortedDict
 
 from vfiosim.hw.iommu import IOMMU_READ, IOMMU_WRITE
+from vfiosim.kernel import sanitizer as san
 from vfiosim.kernel.caps import VfioInfoCap, chain_aligned, fixed_part_size, place_caps
 from vfiosim.kernel.iommu import IommuBackend, IommuDriver
 from vfiosim.kernel.uaccess import PAGE_SHIFT, PAGE_SIZE, kerr, read_struct, write_struct
@@ -435,6 +436,8 @@ class Type1Backend(IommuBackend):
         map_ = read_struct(arg, vfio_iommu_type1_dma_map, minsz)
         if map_.argsz < minsz or map_.flags & ~mask:
             raise kerr(errno.EINVAL)
+        san.check_argsz(self.machine, "VFIO_IOMMU_MAP_DMA", "vfio_iommu_type1_dma_map",
+                        map_.argsz, (sizeof(vfio_iommu_type1_dma_map),))
         self.dma_do_map(proc, map_)
         return 0
 
@@ -455,6 +458,7 @@ class Type1Backend(IommuBackend):
             if (not prot and not set_vaddr) or (prot and set_vaddr):
                 raise kerr(errno.EINVAL)
             if not size or (size | iova | vaddr) & (pgsize - 1):
+                self._misaligned("VFIO_IOMMU_MAP_DMA", iova=iova, vaddr=vaddr, size=size)
                 raise kerr(errno.EINVAL)
             # Don't allow IOVA or virtual address wrap
             if iova + size - 1 > U64_MAX or vaddr + size - 1 > U64_MAX:
@@ -468,6 +472,7 @@ class Type1Backend(IommuBackend):
             if (not prot and not set_vaddr) or (prot and set_vaddr):
                 raise kerr(errno.EINVAL)
             if (size | iova | vaddr) & (pgsize - 1):
+                self._misaligned("VFIO_IOMMU_MAP_DMA", iova=iova, vaddr=vaddr, size=size)
                 raise kerr(errno.EINVAL)
         iova_end = iova + size - 1
         existing = self.find_dma(iova, size)
@@ -486,6 +491,10 @@ class Type1Backend(IommuBackend):
         self.pin_map_dma(proc, dma, limit)
         self.dma_list[iova] = dma
 
+    def _misaligned(self, ioctl: str, **fields: int) -> None:
+        """Sanitizer (SPEC §13.8): say which field an alignment EINVAL is about."""
+        san.report_misaligned(self.machine, ioctl, self.pgsize, "the IOMMU page size", fields)
+
     # ------------------------------------------------------------------------------------
     # VFIO_IOMMU_UNMAP_DMA
 
@@ -503,7 +512,12 @@ class Type1Backend(IommuBackend):
                 and unmap.flags & (VFIO_DMA_UNMAP_FLAG_ALL | VFIO_DMA_UNMAP_FLAG_VADDR)):
             raise kerr(errno.EINVAL)
         bitmap: vfio_bitmap | None = None
-        if unmap.flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP:
+        with_bitmap = bool(unmap.flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP)
+        if not with_bitmap or unmap.argsz >= minsz + sizeof(vfio_bitmap):
+            san.check_argsz(self.machine, "VFIO_IOMMU_UNMAP_DMA", "vfio_iommu_type1_dma_unmap",
+                            unmap.argsz,
+                            (minsz + sizeof(vfio_bitmap),) if with_bitmap else (minsz,))
+        if with_bitmap:
             if unmap.argsz < minsz + sizeof(vfio_bitmap):
                 raise kerr(errno.EINVAL)
             bitmap = read_struct(arg, vfio_bitmap, sizeof(vfio_bitmap), offset=minsz)
@@ -532,6 +546,7 @@ class Type1Backend(IommuBackend):
         old = self._before_6_18
         pgsize = self.pgsize
         if iova & (pgsize - 1):
+            self._misaligned("VFIO_IOMMU_UNMAP_DMA", iova=iova)
             raise kerr(errno.EINVAL)
         if unmap_all:
             if iova or size:
@@ -541,12 +556,14 @@ class Type1Backend(IommuBackend):
         elif old:
             # §2.7 #19: the wrap is one of the size rules, EINVAL.
             if not size or size & (pgsize - 1) or iova + size - 1 > U64_MAX:
+                self._misaligned("VFIO_IOMMU_UNMAP_DMA", size=size)
                 raise kerr(errno.EINVAL)
             # §2.7 #20: `iova + size` of a range ending at 2^64 is 0 in u64 arithmetic, and
             # vfio_find_dma_first_node() / the walk find nothing below 0.
             last = iova + size - 1 if iova + size <= U64_MAX else -1
         else:
             if not size or size & (pgsize - 1):
+                self._misaligned("VFIO_IOMMU_UNMAP_DMA", size=size)
                 raise kerr(errno.EINVAL)
             if iova + size - 1 > U64_MAX:  # check_add_overflow(iova, size - 1)
                 raise kerr(errno.EOVERFLOW)
@@ -633,6 +650,14 @@ class Type1Backend(IommuBackend):
         # only one flag should be set at a time
         if not dirty.flags or dirty.flags & (dirty.flags - 1):
             raise kerr(errno.EINVAL)
+        # Sanitizer: the header alone, or the header and its range for GET_BITMAP (a range
+        # too short is the EINVAL below).
+        with_range = minsz + sizeof(vfio_iommu_type1_dirty_bitmap_get)
+        get_bitmap = bool(dirty.flags & VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP)
+        if not get_bitmap or dirty.argsz >= with_range:
+            san.check_argsz(self.machine, "VFIO_IOMMU_DIRTY_PAGES",
+                            "vfio_iommu_type1_dirty_bitmap", dirty.argsz,
+                            (with_range,) if get_bitmap else (minsz,))
         if dirty.flags & VFIO_IOMMU_DIRTY_PAGES_FLAG_START:
             self.dirty_page_tracking = True
             return 0
@@ -665,8 +690,10 @@ class Type1Backend(IommuBackend):
         if rng.bitmap.pgsize != iommu_pgsize:
             raise kerr(errno.EINVAL)
         if iova & (iommu_pgsize - 1):
+            self._misaligned("VFIO_IOMMU_DIRTY_PAGES", iova=iova)
             raise kerr(errno.EINVAL)
         if not size or size & (iommu_pgsize - 1):
+            self._misaligned("VFIO_IOMMU_DIRTY_PAGES", size=size)
             raise kerr(errno.EINVAL)
         if not self.dirty_page_tracking:
             raise kerr(errno.EINVAL)
@@ -711,6 +738,9 @@ class Type1Backend(IommuBackend):
         if info.argsz < minsz:
             raise kerr(errno.EINVAL)
         full = sizeof(vfio_iommu_type1_info)
+        # Headers before cap_offset had 16 bytes; capsz and full are the later sizes.
+        san.check_argsz(self.machine, "VFIO_IOMMU_GET_INFO", "vfio_iommu_type1_info",
+                        info.argsz, (minsz, capsz, full), room=True)
         nwrite = fixed_part_size(self.machine.profile, info.argsz, minsz, capsz, full)
         out = vfio_iommu_type1_info()
         out.argsz = info.argsz

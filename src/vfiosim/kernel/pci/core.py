@@ -29,6 +29,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vfiosim.kernel import sanitizer as san
 from vfiosim.kernel.pci import config as cfg
 from vfiosim.kernel.pci import intrs
 from vfiosim.kernel.uaccess import PAGE_SIZE, Process, UserArg, kerr, read_struct, write_struct
@@ -104,6 +105,7 @@ class VfioPciDevice:
         self._saved_state: Any = None
         _DEVICES.setdefault(machine, {})[self.name] = self
         self.hw.on_intx(self._intx_line)
+        machine.fault_hooks.append(self._dma_fault)
 
     # -- small helpers ---------------------------------------------------------------------
 
@@ -146,6 +148,48 @@ class VfioPciDevice:
     def _entry(self) -> None:
         """Every call into the device first handles unmask eventfds written meanwhile."""
         intrs.vfio_virqfd_poll_all(self)
+
+    # -- sanitizer (SPEC §13.8) ---------------------------------------------------------------
+
+    def _dma_fault(self, rec: Any) -> None:
+        """Fault hook: a DMA of this device faulted while a VFIO client has it open."""
+        if rec.device != self.name or not self.opened:
+            return
+        self.machine.report(
+            san.DMA_FAULT,
+            f"{self.name}: device {rec.direction} of {rec.length:#x} bytes at iova "
+            f"{rec.iova:#x} faulted ({rec.reason}): the client programmed the device with an "
+            "address its container does not map for that access",
+            device=self.name, rid=rec.rid, iova=rec.iova, length=rec.length,
+            direction=rec.direction, reason=rec.reason)
+
+    def _sanitize_close(self) -> None:
+        """At the last close: eventfds still registered.  The kernel tears them down; the
+        client most likely forgot SET_IRQS(DATA_NONE, count 0).  Those whose eventfd the
+        client had already closed get their own report: their interrupts went nowhere."""
+        held = intrs.registered_eventfds(self)
+        if not held:
+            return
+        leaked: list[dict[str, Any]] = []
+        closed: list[dict[str, Any]] = []
+        for index, vector, role, ev in held:
+            entry = {"index": index, "vector": vector, "role": role, "fd": ev.client_fd}
+            (closed if ev.client_holds() is False else leaked).append(entry)
+        if leaked:
+            what = ", ".join(f"{e['index']} {e['role']} {e['vector']} (fd {e['fd']})"
+                             for e in leaked)
+            self.machine.report(
+                san.IRQ_LEAK,
+                f"{self.name}: device closed with eventfds still registered: {what}; the "
+                "kernel tears them down, but the client never disabled them",
+                device=self.name, eventfds=leaked)
+        for e in closed:
+            self.machine.report(
+                san.EVENTFD_CLOSED,
+                f"{self.name}: {e['index']} {e['role']} {e['vector']} was still registered "
+                f"with eventfd fd {e['fd']}, which the client had closed: its interrupts "
+                "went nowhere",
+                device=self.name, **e)
 
     # -- reset (pci_try_reset_function / pci_reset_bus with save and restore of state) ------
 
@@ -208,6 +252,7 @@ class VfioPciDevice:
         every interrupt torn down (eventfds put), virtual INTx disable forgotten, config
         state dropped, the device reset and its state at open restored; then the ERR/REQ
         triggers go."""
+        self._sanitize_close()
         hw = self.hw
         cmd = hw.cfg_read(R.PCI_COMMAND, 2)
         hw.cfg_write(R.PCI_COMMAND, 2, cmd & ~R.PCI_COMMAND_MASTER)
@@ -256,6 +301,10 @@ class VfioPciDevice:
         if info.argsz < minsz:
             raise kerr(errno.EINVAL)
         argsz = info.argsz
+        # 16 (before cap_offset), 20 (before 6.6's pad) and 24 are all real header sizes.
+        san.check_argsz(self.machine, "VFIO_DEVICE_GET_INFO", "vfio_device_info", argsz,
+                        (minsz, offsetofend(V.vfio_device_info, "cap_offset"),
+                         sizeof(V.vfio_device_info)), room=True)
         out = V.vfio_device_info()
         out.argsz = argsz
         out.flags = V.VFIO_DEVICE_FLAGS_PCI
@@ -347,6 +396,8 @@ class VfioPciDevice:
         info = read_struct(arg, V.vfio_irq_info, minsz)
         if info.argsz < minsz or info.index >= V.VFIO_PCI_NUM_IRQS:
             raise kerr(errno.EINVAL)
+        san.check_argsz(self.machine, "VFIO_DEVICE_GET_IRQ_INFO", "vfio_irq_info", info.argsz,
+                        (sizeof(V.vfio_irq_info),))
         if info.index == V.VFIO_PCI_ERR_IRQ_INDEX and not self.hw.is_pcie:
             raise kerr(errno.EINVAL)
         info.flags = V.VFIO_IRQ_INFO_EVENTFD
@@ -419,6 +470,9 @@ class VfioPciDevice:
         devices = self._bus_devices()
         if hdr.count > len(devices):
             raise kerr(errno.EINVAL)
+        # Sanitizer: argsz should cover exactly the header and count group fds.
+        san.check_argsz(self.machine, "VFIO_DEVICE_PCI_HOT_RESET", "vfio_pci_hot_reset",
+                        hdr.argsz, (minsz + 4 * hdr.count,))
         raw = arg.read(minsz, 4 * hdr.count)  # the kernel reads count fds whatever argsz is
         fds = struct.unpack(f"<{hdr.count}i", raw)
         groups = []

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vfiosim.kernel.sanitizer import check_argsz
 from vfiosim.kernel.uaccess import EventFd, Process, UserArg, kerr, read_struct
 from vfiosim.kernel.vfio_main import vfio_set_irqs_validate_and_prepare
 from vfiosim.uapi.vfio import (
@@ -598,6 +599,34 @@ def _fds(data: bytes, count: int) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------
+# What is registered (the sanitizer's view, SPEC §13.8)
+
+#: ``VFIO_PCI_*_IRQ_INDEX`` -> the name reports use.
+IRQ_INDEX_NAMES = {VFIO_PCI_INTX_IRQ_INDEX: "INTx", VFIO_PCI_MSI_IRQ_INDEX: "MSI",
+                   VFIO_PCI_MSIX_IRQ_INDEX: "MSI-X", VFIO_PCI_ERR_IRQ_INDEX: "ERR",
+                   VFIO_PCI_REQ_IRQ_INDEX: "REQ"}
+
+
+def registered_eventfds(vdev: VfioPciDevice) -> list[tuple[str, int, str, EventFd]]:
+    """Every eventfd the device holds for its user: (index name, vector, "trigger" or
+    "unmask", the reference), in index and vector order."""
+    out: list[tuple[str, int, str, EventFd]] = []
+    name = IRQ_INDEX_NAMES.get(vdev.irq_type, "")
+    for vector in sorted(vdev.ctx):
+        ctx = vdev.ctx[vector]
+        if ctx.trigger is not None:
+            out.append((name, vector, "trigger", ctx.trigger))
+        if ctx.unmask is not None:
+            out.append((name, vector, "unmask", ctx.unmask.eventfd))
+    for index, attr in ((VFIO_PCI_ERR_IRQ_INDEX, "err_trigger"),
+                        (VFIO_PCI_REQ_IRQ_INDEX, "req_trigger")):
+        t = getattr(vdev, attr)
+        if t is not None:
+            out.append((IRQ_INDEX_NAMES[index], 0, "trigger", t))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # The ioctl
 
 
@@ -607,6 +636,9 @@ def vfio_pci_ioctl_set_irqs(vdev: VfioPciDevice, proc: Process, arg: UserArg) ->
     hdr = read_struct(arg, vfio_irq_set, minsz)
     max_irqs = vdev.get_irq_count(hdr.index)
     data_size = vfio_set_irqs_validate_and_prepare(hdr, max_irqs, VFIO_PCI_NUM_IRQS)
+    # Sanitizer (SPEC §13.8): the header and exactly its data[]; more is never read.
+    check_argsz(vdev.machine, "VFIO_DEVICE_SET_IRQS", "vfio_irq_set", hdr.argsz,
+                (minsz + data_size,))
     data = arg.read(minsz, data_size) if data_size else b""  # memdup_user()
     return vfio_pci_set_irqs_ioctl(vdev, proc, hdr.flags, hdr.index, hdr.start, hdr.count,
                                    data)
