@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import resource
 import struct
@@ -56,21 +57,23 @@ class _Bounce:
         self.size = 0
         self.addr = 0
         self.view = memoryview(b"")
-        self._buf: ctypes.Array[ctypes.c_char] | None = None
+        self._buf: mmap.mmap | None = None
         self._iov = (ctypes.c_char * (16 * (1 + MAX_RIOV)))()
         self.iov_addr = ctypes.addressof(self._iov)
         self.iov_view = memoryview(self._iov).cast("B")
 
     def ensure(self, size: int) -> None:
         if size > self.size:
+            # Page-aligned (an anonymous mmap): process_vm_readv/writev with a local buffer
+            # at a page offset (malloc's +16) ran ~3x slower on the 6.18 test VM.
             cap = max(4096, 1 << (size - 1).bit_length())
-            buf = (ctypes.c_char * cap)()
+            buf = mmap.mmap(-1, cap)
+            self.addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+            self.view = memoryview(buf)
             if cap <= self.KEEP:
                 self._buf, self.size = buf, cap
             else:  # huge: used once, not kept
                 self._buf, self.size = buf, 0
-            self.addr = ctypes.addressof(buf)
-            self.view = memoryview(buf).cast("B")
 
 
 MAX_RIOV = 1024  # UIO_MAXIOV
