@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any
 
+from vfiosim.kernel.sanitizer import SanitizerReport
 from vfiosim.kernel.uaccess import BufferArg, IntArg, LocalProcess, kerr
 from vfiosim.kernel.vfio_main import File, VfioCore
 from vfiosim.machine import Machine, MachineSpec, load_machine_file, load_preset
@@ -245,4 +246,11 @@ class Kernel:
 
     @property
     def warnings(self) -> list[str]:
+        """The sanitizer reports' messages (SPEC §13.8)."""
         return self.machine.warnings
+
+    def sanitizer_reports(self, kind: str | None = None) -> list[SanitizerReport]:
+        """The sanitizer's reports, oldest first; only those of ``kind`` if given (the kinds:
+        ``vfiosim.kernel.sanitizer.KINDS``).  SPEC §13.8."""
+        with self.machine.lock:
+            return [r for r in self.machine.sanitizer if kind is None or r.kind == kind]

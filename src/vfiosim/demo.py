@@ -274,11 +274,28 @@ def _seed_flow(k: Kernel, p: Printer, huge: HugeBuffer | None) -> int:
     p.step(f"VFIO_IOMMU_UNMAP_DMA(iova 0, size {size:#x})",
            f"0: size {un.size:#x} unmapped; last mapping gone: banks unmapped, aperture "
            "disabled")
+    _close_all(k, p, (dev, g, c))
     os.close(efd)
-    faults = len(k.faults)
-    p.head(f"done: {p.n} calls, {faults} IOMMU faults, {len(k.warnings)} sanitizer warnings")
+    _done(k, p)
     del m
     return 0 if got == 1 else 1
+
+
+def _close_all(k: Kernel, p: Printer, fds: tuple[int, ...]) -> None:
+    """Close device, group and container fds, as a client ends its session."""
+    for fd in fds:
+        kind = k.fd_kind(fd)
+        k.close(fd)
+        p.step(f"close({kind} fd {fd})", "0")
+
+
+def _done(k: Kernel, p: Printer) -> None:
+    """The closing line, with the sanitizer's reports (SPEC §13.8), one line each."""
+    reports = k.sanitizer_reports()
+    p.head(f"done: {p.n} calls, {len(k.faults)} IOMMU faults, {len(reports)} sanitizer "
+           "reports")
+    for r in reports:
+        p.note(f"sanitizer {r.kind}: {r.message}")
 
 
 def _describe_info(info: bytearray) -> str:
@@ -365,12 +382,18 @@ def _type1_flow(k: Kernel, p: Printer) -> int:
            f"RAM now holds {bytes(m[0x1000:0x1010])!r}")
     got = _wait_eventfd(k, efd, 2.0)
     p.step("poll(eventfd)", f"readable, count {got}")
+    off = V.vfio_irq_set(argsz=ctypes.sizeof(V.vfio_irq_set),
+                         flags=V.VFIO_IRQ_SET_DATA_NONE | V.VFIO_IRQ_SET_ACTION_TRIGGER,
+                         index=V.VFIO_PCI_MSI_IRQ_INDEX, start=0, count=0)
+    k.ioctl(dev, V.VFIO_DEVICE_SET_IRQS, off)
+    p.step("VFIO_DEVICE_SET_IRQS(MSI, count 0, DATA_NONE)", "0: MSI disabled")
     un = V.vfio_iommu_type1_dma_unmap(argsz=ctypes.sizeof(V.vfio_iommu_type1_dma_unmap),
                                       iova=0x10_0000, size=size)
     k.ioctl(c, V.VFIO_IOMMU_UNMAP_DMA, un)
     p.step(f"VFIO_IOMMU_UNMAP_DMA(iova 0x100000, size {size:#x})",
            f"0: size {un.size:#x} unmapped")
+    _close_all(k, p, (dev, g, c))
     os.close(efd)
-    p.head(f"done: {p.n} calls, {len(k.faults)} IOMMU faults")
+    _done(k, p)
     del m
     return 0 if got == 1 else 1

@@ -1,4 +1,5 @@
-"""State dumps: containers, groups, devices, mappings, windows, faults (SPEC §12.1).
+"""State dumps: containers, groups, devices, mappings, windows, faults, sanitizer reports
+(SPEC §12.1, §13.8).
 
 Each layer describes itself (``dump()`` on backends and hardware where it exists); this module
 only assembles the picture, so a dump never reaches past a layer's own words.
@@ -56,6 +57,7 @@ def dump_kernel(k: Kernel) -> dict[str, Any]:
         "fds": {fd: f.describe() for fd, f in sorted(k._fds.items())},
         "faults": [_fault(f) for f in m.faults],
         "warnings": list(m.warnings),
+        "sanitizer": [r.as_dict() for r in m.sanitizer],
         "events": list(m.events[-50:]),
     }
     if hasattr(m.iommu, "dump"):
