@@ -153,14 +153,18 @@ def test_200_runs_leak_nothing(tmp_path: Path) -> None:
     def children() -> list[str]:
         return [p for p in os.listdir("/proc") if p.isdigit() and _ppid(p) == os.getpid()]
 
+    # Only this process's trees: other test runs on the machine make their own meanwhile.
+    mine = f"vfiosim-run-{os.getpid()}-"
     run([exe, "true"])  # warm up lazily created module state
     before_fds, before_kids = fds(), children()
-    before_tmp = {p for p in os.listdir("/tmp") if p.startswith("vfiosim-run-")}
+    before_tmp = {p for p in os.listdir("/tmp") if p.startswith(mine)}
+    before_affinity = os.sched_getaffinity(0)
     for _ in range(200):
         assert run([exe, "true"])[0] == 0
     assert fds() == before_fds
     assert children() == before_kids
-    assert {p for p in os.listdir("/tmp") if p.startswith("vfiosim-run-")} == before_tmp
+    assert {p for p in os.listdir("/tmp") if p.startswith(mine)} == before_tmp
+    assert os.sched_getaffinity(0) == before_affinity  # the run's CPU pinning is undone
 
 
 def _ppid(pid: str) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 
 DEFAULT_MACHINE = "x86"
 MIN_KERNEL = (5, 19)
+PIN_ENV = "VFIOSIM_RUN_PIN"  # "0": keep the inherited CPU affinity (see pin_one_cpu)
 
 
 def _err(msg: str) -> None:
@@ -38,6 +39,37 @@ def host_supported() -> str | None:
                 f"notification with WAIT_KILLABLE_RECV); this host is Linux "
                 f"{os.uname().release} on {arch}")
     return None
+
+
+def pin_one_cpu() -> set[int] | None:
+    """Pin the calling thread -- and so PROG, forked from it, and every thread it starts --
+    to the CPU it runs on.  Returns the previous affinity (to restore), or None if nothing
+    was changed (one CPU allowed already, or ``VFIOSIM_RUN_PIN=0``).
+
+    Why: in a VM every wake-up of a task on another, idle vCPU costs an IPI and a VM exit
+    (INTERCEPTION §2.3, pitfall 16).  SYNC_WAKE_UP keeps the system-call round trip on one
+    CPU, but an MSI is an eventfd write that wakes PROG wherever it last ran: measured on the
+    2-vCPU test VM, device MSI -> PROG's poll() wake-up 42-50 us unpinned, 19-22 us pinned,
+    and a 1 MiB dmacopy doorbell -> completion 590 us unpinned, 415 us pinned.  The cost: PROG
+    and the model share one CPU (PROG can widen its own affinity again)."""
+    if os.environ.get(PIN_ENV, "1") == "0":
+        return None
+    try:
+        old = os.sched_getaffinity(0)
+    except OSError:
+        return None
+    if len(old) <= 1:
+        return None
+    from vfiosim.supervisor.syscalls import libc
+
+    cpu = int(libc.sched_getcpu())
+    if cpu not in old:
+        cpu = min(old)
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError:
+        return None
+    return old
 
 
 def load_kernel(machine: str | None) -> Any:
@@ -100,6 +132,7 @@ def run_main(argv_after_dashdash: list[str], machine: str | None, trace: str | N
 
 def _run(kernel: Any, path: str, argv: list[str], trace: str | None) -> int:
     from vfiosim.supervisor import loop, sysfs
+    from vfiosim.supervisor.devclock import SupervisorClock
     from vfiosim.supervisor.launcher import LaunchError, launch
     from vfiosim.supervisor.syscalls import pidfd_open
 
@@ -113,7 +146,8 @@ def _run(kernel: Any, path: str, argv: list[str], trace: str | None) -> int:
         except OSError as e:
             _err(f"--trace {trace}: {e.strerror}")
             return 2
-    root = tempfile.mkdtemp(prefix="vfiosim-run-")
+    root = tempfile.mkdtemp(prefix=f"vfiosim-run-{os.getpid()}-")
+    old_affinity = pin_one_cpu()
     pidfd = -1
     listener = -1
     sup = None
@@ -150,9 +184,13 @@ def _run(kernel: Any, path: str, argv: list[str], trace: str | None) -> int:
         machine_hook = getattr(machine, "run_supervisor_hook", None)
         if callable(machine_hook):
             machine_hook(sup)
+        sup.clock_driver = SupervisorClock.adopt(getattr(machine, "clock", None))
         try:
             sup.serve(pidfd)
         finally:
+            if sup.clock_driver is not None:
+                sup.clock_driver.release()
+                sup.clock_driver = None
             os.close(listener)
             listener = -1
         status = sup.root_status
@@ -172,3 +210,8 @@ def _run(kernel: Any, path: str, argv: list[str], trace: str | None) -> int:
         if trace_file is not None:
             trace_file.close()
         shutil.rmtree(root, ignore_errors=True)
+        if old_affinity is not None:
+            try:
+                os.sched_setaffinity(0, old_affinity)
+            except OSError:
+                pass

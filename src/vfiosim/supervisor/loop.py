@@ -51,6 +51,7 @@ from typing import IO, Any
 
 from vfiosim.kernel.uaccess import kerr
 from vfiosim.supervisor import bpf, syscalls
+from vfiosim.supervisor.devclock import SupervisorClock
 from vfiosim.supervisor.remote import MAX_ARG_READ, RemoteArg, RemoteProcess
 from vfiosim.supervisor.sysfs import SysfsDevice
 from vfiosim.uapi import seccomp as sc
@@ -189,6 +190,9 @@ class Supervisor:
         self._rbuf = bytearray(_RESP.size)
         self._abuf = bytearray(_ADDFD.size)
         self._n = Notif()
+        # Device time on this thread (devclock.py), set by run_main when it can adopt the
+        # machine clock; None: the clock runs its own thread.
+        self.clock_driver: SupervisorClock | None = None
         self._last_arg: RemoteArg | None = None
         n = sc.NR
         self.handlers: dict[int, Callable[[Notif, int], Any]] = {
@@ -376,6 +380,14 @@ class Supervisor:
         poller.register(self.inotify, select.POLLIN)
         if root_pidfd >= 0:
             poller.register(root_pidfd, select.POLLIN)
+        drv = self.clock_driver
+        clock_fds: tuple[int, ...] = ()
+        if drv is not None:
+            clock_fds = (drv.timer_fd, drv.wake_fd)
+            for fd in clock_fds:
+                poller.register(fd, select.POLLIN)
+            if drv.dirty:
+                drv.run_due()
         poll = poller.poll
         only_listener = [(listener, select.POLLIN)]
         ioctl = fcntl.ioctl
@@ -403,6 +415,9 @@ class Supervisor:
                         self._reap_root()
                         poller.unregister(root_pidfd)
                         root_pidfd = -1
+                    elif fd in clock_fds:
+                        assert drv is not None
+                        drv.on_wake()
                     else:
                         self.drain_releases()
                 if not readable:
@@ -442,13 +457,16 @@ class Supervisor:
             elif res.__class__ is _Err:
                 pack_resp(rbuf, 0, nid, 0, -res.errno, 0)
             elif res is DONE or res.__class__ is _Installed:
-                continue
+                nid = -1  # answered already
             else:
                 pack_resp(rbuf, 0, nid, 0 if res is None else int(res), 0, 0)
-            try:
-                ioctl(listener, send, rbuf, True)
-            except OSError:
-                pass  # ENOENT: the caller died or was interrupted (pitfall 3)
+            if nid >= 0:
+                try:
+                    ioctl(listener, send, rbuf, True)
+                except OSError:
+                    pass  # ENOENT: the caller died or was interrupted (pitfall 3)
+            if drv is not None and drv.dirty:
+                drv.run_due()  # e.g. the engine a doorbell just scheduled, after its reply
 
     def _reap_root(self) -> None:
         if self.root_pid is None or self.root_status is not None:

@@ -25,6 +25,14 @@ _mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_u
 _unshare = libc.unshare
 _unshare.restype = ctypes.c_int
 _unshare.argtypes = [ctypes.c_int]
+_timerfd_create = libc.timerfd_create
+_timerfd_create.restype = ctypes.c_int
+_timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
+_timerfd_settime = libc.timerfd_settime
+_timerfd_settime.restype = ctypes.c_int
+_timerfd_settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+CLOCK_MONOTONIC = 1
+TFD_TIMER_ABSTIME = 1
 # process_vm_readv/writev with plain addresses: callers pass the addresses of prebuilt iovec
 # arrays (remote.py), so a call costs one foreign call and no per-call ctypes objects.
 process_vm_readv = libc.process_vm_readv
@@ -99,6 +107,17 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int,
 
 def unshare(flags: int) -> None:
     _check(_unshare(flags))
+
+
+def timerfd_create() -> int:
+    """A CLOCK_MONOTONIC timerfd, non-blocking and close-on-exec."""
+    return _check(_timerfd_create(CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC))
+
+
+def timerfd_set_abs(fd: int, deadline_ns: int) -> None:
+    """Arm fd to expire at CLOCK_MONOTONIC deadline_ns (0 disarms)."""
+    spec = (ctypes.c_int64 * 4)(0, 0, deadline_ns // 1_000_000_000, deadline_ns % 1_000_000_000)
+    _check(_timerfd_settime(fd, TFD_TIMER_ABSTIME, ctypes.addressof(spec), None))
 
 
 def kernel_version() -> tuple[int, int]:
