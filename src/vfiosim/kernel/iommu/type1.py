@@ -146,7 +146,7 @@ class VfioDma:
     prot: int  # IOMMU_READ | IOMMU_WRITE
     owner: int  # tgid of the process that mapped it (dma->task)
     lock_cap: bool  # capable(CAP_IPC_LOCK) at map time
-    phys: list[tuple[int, int]]  # the pinned frames, as machine.bus.pin returned them
+    phys: list[tuple[int, int]]  # the pinned frames, merged into physically contiguous runs
 
     @property
     def end(self) -> int:
@@ -388,22 +388,22 @@ class Type1Backend(IommuBackend):
                 raise kerr(errno.ENOMEM)
         proc.mm.check(dma.vaddr, dma.size, write)
         try:
-            dma.phys = self.machine.bus.pin(proc.mm, dma.vaddr, dma.size)
+            frames = self.machine.bus.pin(proc.mm, dma.vaddr, dma.size)
         except MemoryError:
             raise kerr(errno.ENOMEM) from None  # no frame left for get_user_pages()
-        # iommu_map() in runs of physically contiguous frames (vfio_iommu_map()).
-        iova = dma.iova
-        run_iova, run_phys, run_len = iova, -1, 0
-        for phys, length in dma.phys:
-            if phys == run_phys + run_len:
-                run_len += length
+        # iommu_map() in runs of physically contiguous frames (vfio_iommu_map()); the runs
+        # are what the mapping keeps and unpins (a 1 GiB buffer is one run, not 2^18 pages).
+        runs: list[tuple[int, int]] = []
+        for phys, length in frames:
+            if runs and phys == runs[-1][0] + runs[-1][1]:
+                runs[-1] = (runs[-1][0], runs[-1][1] + length)
             else:
-                if run_len:
-                    self.domain.map(run_iova, run_phys, run_len, dma.prot)
-                run_iova, run_phys, run_len = iova, phys, length
+                runs.append((phys, length))
+        dma.phys = runs
+        iova = dma.iova
+        for phys, length in runs:
+            self.domain.map(iova, phys, length, dma.prot)
             iova += length
-        if run_len:
-            self.domain.map(run_iova, run_phys, run_len, dma.prot)
         locked_vm[proc.pid] = locked_vm.get(proc.pid, 0) + dma.size
 
     def remove_dma(self, dma: VfioDma) -> None:
