@@ -180,6 +180,27 @@ def test_group_status_and_irq_info_argsz(x86: Kernel) -> None:
                                                            "vfio_pamu_attr"])]
 
 
+def test_hot_reset_argsz_not_covering_its_group_fds(x86: Kernel) -> None:
+    """The kernel reads ``count`` group fds whatever argsz says; argsz 12 with one fd works,
+    and the sanitizer says argsz should have been 16."""
+    d = open_device(x86)
+    buf = bytearray(V.vfio_pci_hot_reset(argsz=12, flags=0, count=1)) + fds_data(d.group)
+    assert x86.ioctl(d.fd, V.VFIO_DEVICE_PCI_HOT_RESET, buf) == 0
+    r = only(x86, san.ARGSZ)
+    assert (r.detail["ioctl"], r.detail["argsz"], r.detail["expected"]) == (
+        "VFIO_DEVICE_PCI_HOT_RESET", 12, [16])
+
+
+def test_dirty_pages_start_with_a_range_attached(x86: Kernel) -> None:
+    c = type1(x86)
+    dirty = bytearray(V.vfio_iommu_type1_dirty_bitmap(
+        argsz=48, flags=V.VFIO_IOMMU_DIRTY_PAGES_FLAG_START)) + bytes(40)
+    assert x86.ioctl(c, V.VFIO_IOMMU_DIRTY_PAGES, dirty) == 0
+    r = only(x86, san.ARGSZ)
+    assert (r.detail["ioctl"], r.detail["argsz"], r.detail["expected"]) == (
+        "VFIO_IOMMU_DIRTY_PAGES", 48, [8])
+
+
 def test_pamu_attr_argsz(make_kernel: MakeKernel) -> None:
     k = make_kernel("p4080")
     p = open_pamu(k)
