@@ -7,6 +7,8 @@ checks them sees what the device would see.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -242,8 +244,20 @@ class Buffer:
             self._base = None
 
 
+_NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
+_original_nr: int | None = None
+
+
+def _restore_nr_hugepages() -> None:
+    if _original_nr is not None:
+        with contextlib.suppress(OSError), open(_NR_HUGEPAGES, "w") as f:
+            f.write(str(_original_nr))
+
+
 def reserve_hugepages(n: int = 8) -> bool:
-    """Make sure ``n`` free 2 MiB huge pages exist (root may raise nr_hugepages)."""
+    """Make sure ``n`` free 2 MiB huge pages exist (root may raise nr_hugepages; the value the
+    machine had is put back when the test process exits)."""
+    global _original_nr
     def free() -> int:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -254,9 +268,12 @@ def reserve_hugepages(n: int = 8) -> bool:
     if free() >= n:
         return True
     try:
-        with open("/proc/sys/vm/nr_hugepages") as f:
+        with open(_NR_HUGEPAGES) as f:
             total = int(f.read())
-        with open("/proc/sys/vm/nr_hugepages", "w") as f:
+        if _original_nr is None:
+            _original_nr = total
+            atexit.register(_restore_nr_hugepages)
+        with open(_NR_HUGEPAGES, "w") as f:
             f.write(str(total + n - free()))
     except OSError:
         return False
