@@ -10,7 +10,6 @@ semantics), INTERCEPTION.md.
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import signal
 import sys
@@ -32,7 +31,7 @@ def host_supported() -> str | None:
     """None if this host can run `vfiosim run`, else the reason."""
     from vfiosim.supervisor.syscalls import kernel_version
 
-    arch = platform.machine()
+    arch = os.uname().machine  # platform.machine() without importing platform
     ver = kernel_version()
     if arch != "x86_64" or ver < MIN_KERNEL:
         return (f"run needs Linux >= {MIN_KERNEL[0]}.{MIN_KERNEL[1]} on x86_64 (seccomp user "
