@@ -76,6 +76,47 @@ def test_fork_child_uses_inherited_fds(prog: Path) -> None:
     assert k.core.released == ["device", "group1"]  # released once, after both processes
 
 
+def test_exited_processes_leave_the_caches(prog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tid -> tgid, RemoteProcess and fd-cache entries of exited processes are dropped (their
+    pidfds are polled) before the parent's next call: a reused pid cannot be misattributed."""
+    import test_run_fakemodel as fm
+
+    from vfiosim.supervisor import loop
+
+    seen: dict[str, int] = {}
+    sups: list[loop.Supervisor] = []
+    init = loop.Supervisor.__init__
+
+    def capture(self: loop.Supervisor, *a: object, **kw: object) -> None:
+        init(self, *a, **kw)  # type: ignore[arg-type]
+        sups.append(self)
+
+    ioctl = fm.Container.ioctl
+
+    def snapshot(self: fm.Container, proc: object, request: int, arg: object) -> object:
+        if request == 0x3BF0:
+            sup = sups[-1]
+            seen.update(procs=len(sup.procs), tids=len(sup.tgids), pidfds=len(sup._exit_fds),
+                        cached={k[0] for k in sup.cache} == {proc.pid})  # type: ignore[attr-defined]
+        return ioctl(self, proc, request, arg)
+
+    monkeypatch.setattr(loop.Supervisor, "__init__", capture)
+    monkeypatch.setattr(fm.Container, "ioctl", snapshot)
+    rc, k = run([prog, "forks"])
+    assert rc == 0
+    assert k.core.counter == 1
+    if syscalls_have_pidfd_thread():
+        assert seen == {"procs": 1, "tids": 1, "pidfds": 1, "cached": True}
+    else:  # before 6.9 a leader's pidfd still works: processes are dropped all the same
+        assert seen["procs"] == 1 and seen["cached"]
+
+
+def syscalls_have_pidfd_thread() -> bool:
+    from vfiosim.supervisor.syscalls import kernel_version
+
+    return kernel_version() >= (6, 9)
+
+
 def test_release_semantics(prog: Path) -> None:
     rc, k = run([prog, "release"])
     assert rc == 0

@@ -159,6 +159,18 @@ int main(int argc, char **argv) {
         CHECK(pread(d, b, 4, 8) == 4 && !memcmp(b, "CHLD", 4));
         return failures ? 1 : 0;
     }
+    if (!strcmp(mode, "forks")) {    /* 20 short-lived children, then one parent call */
+        int c = open_container();
+        for (int i = 0; i < 20; i++) {
+            pid_t pid = fork();
+            if (pid == 0) _exit(ioctl(c, VFIO_GET_API_VERSION) == VFIO_API_VERSION ? 0 : 3);
+            int st;
+            waitpid(pid, &st, 0);
+            CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        }
+        CHECK(ioctl(c, FAKE_COUNT) == 0);
+        return failures ? 1 : 0;
+    }
     if (!strcmp(mode, "release")) {
         int g;
         int d = device_fd(&g);

@@ -178,6 +178,8 @@ class Supervisor:
         self.by_wd: dict[int, Installed] = {}
         self.cache: dict[tuple[int, int], Installed] = {}
         self.tgids: dict[int, int] = {}
+        self._exit_fds: dict[int, int] = {}  # pidfd -> tid (_watch_exit)
+        self._poller: select.poll | None = None
         self.procs: dict[int, RemoteProcess] = {}
         self.counter = 0
         self.errors = 0
@@ -226,7 +228,37 @@ class Supervisor:
             except OSError:
                 pass
             self.tgids[tid] = t
+            self._watch_exit(tid, t)
         return t
+
+    def _watch_exit(self, tid: int, tgid: int) -> None:
+        """A pidfd that becomes readable when ``tid`` exits (the whole process for a leader,
+        PIDFD_THREAD for another thread, 6.9+), polled by serve(): then the tid -> tgid entry
+        (and for a process its RemoteProcess and fd cache) is dropped before the number can
+        be reused.  Without a pidfd the entry stays (a reused tid would be misattributed)."""
+        try:
+            fd = syscalls.pidfd_open(tid, 0 if tid == tgid else syscalls.PIDFD_THREAD)
+        except OSError:
+            return
+        os.set_inheritable(fd, False)
+        self._exit_fds[fd] = tid
+        if self._poller is not None:
+            self._poller.register(fd, select.POLLIN)
+
+    def _exited(self, fd: int) -> None:
+        tid = self._exit_fds.pop(fd)
+        if self._poller is not None:
+            self._poller.unregister(fd)
+        os.close(fd)
+        tgid = self.tgids.pop(tid, None)
+        if tgid != tid:
+            return
+        for t in [t for t, g in self.tgids.items() if g == tgid]:
+            del self.tgids[t]
+        self._forget_fd(tgid, 0, 1 << 32)
+        p = self.procs.pop(tgid, None)
+        if p is not None:
+            p.gone()
 
     def proc(self, tgid: int) -> RemoteProcess:
         p = self.procs.get(tgid)
@@ -357,6 +389,8 @@ class Supervisor:
         for p in self.procs.values():
             p.close()
         self.procs.clear()
+        for fd in list(self._exit_fds):
+            self._exited(fd)
         if self.inotify >= 0:
             os.close(self.inotify)
             self.inotify = -1
@@ -375,9 +409,12 @@ class Supervisor:
         a release queued before the notification is seen in the same poll() (loop.py
         docstring).  RECV, SEND and ADDFD are fcntl.ioctl calls on preallocated buffers."""
         listener = self.listener
-        poller = select.poll()
+        poller = self._poller = select.poll()
         poller.register(listener, select.POLLIN)
         poller.register(self.inotify, select.POLLIN)
+        for fd in self._exit_fds:
+            poller.register(fd, select.POLLIN)
+        exit_fds = self._exit_fds
         if root_pidfd >= 0:
             poller.register(root_pidfd, select.POLLIN)
         drv = self.clock_driver
@@ -418,6 +455,8 @@ class Supervisor:
                     elif fd in clock_fds:
                         assert drv is not None
                         drv.on_wake()
+                    elif fd in exit_fds:
+                        self._exited(fd)
                     else:
                         self.drain_releases()
                 if not readable:

@@ -278,6 +278,12 @@ class RemoteProcess:
             os.close(self._pidfd)
             self._pidfd = -1
 
+    def gone(self) -> None:
+        """The thread group exited: close its fds and answer every later access with
+        EFAULT/ESRCH (pid -1), so that a reused pid never reaches another process."""
+        self.close()
+        self.pid = self.mm.pid = -1
+
     def fget(self, fd: int) -> File | None:
         if fd < 0:
             raise kerr(errno.EBADF)
