@@ -178,7 +178,8 @@ def _run(kernel: Any, path: str, argv: list[str], trace: str | None) -> int:
         sup = loop.Supervisor(
             listener, machine.lock,
             lambda proc, p, flags: kernel.core.open(proc, p, flags),
-            {d.name: d for d in devices}, trace_file, launched.pid, request_names(),
+            {d.name: d for d in devices}, trace_file, launched.pid,
+            request_names() if trace_file is not None else None,  # only the trace names them
             serve_paths=launched.namespace_error is not None)
         machine_hook = getattr(machine, "run_supervisor_hook", None)
         if callable(machine_hook):
