@@ -152,9 +152,11 @@ def _run(kernel: Any, path: str, argv: list[str], trace: str | None) -> int:
     sup = None
     old_handlers: dict[int, Any] = {}
     try:
-        sysfs.build_tree(root, devices, groups, char_nodes=os.geteuid() == 0)
+        char_nodes = os.geteuid() == 0
         try:
-            launched = launch(path, argv, None, root)
+            # The tree is written by PROG's process into a tmpfs of its own mount namespace.
+            launched = launch(path, argv, None, root,
+                              lambda r: sysfs.build_tree(r, devices, groups, char_nodes))
         except LaunchError as e:
             _err(str(e))
             return 2

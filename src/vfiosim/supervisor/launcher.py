@@ -13,6 +13,7 @@ import ctypes
 import os
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vfiosim.supervisor import bpf, syscalls
@@ -32,7 +33,11 @@ class LaunchError(Exception):
 
 
 def launch(prog: str, argv: list[str], env: dict[str, str] | None,
-           tree_root: str | None) -> Launched:
+           tree_root: str | None, build_tree: Callable[[str], None] | None = None
+           ) -> Launched:
+    """Fork and exec PROG under the filter.  ``tree_root``: enter the private mount
+    namespace with the tree there; ``build_tree``: write it in the child's namespace first
+    (sysfs.enter_namespace)."""
     program = bpf.Program(bpf.build_filter())
     fprog_addr = ctypes.addressof(program.fprog)
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -45,7 +50,7 @@ def launch(prog: str, argv: list[str], env: dict[str, str] | None,
             status = b"ok"
             if tree_root is not None:
                 try:
-                    enter_namespace(tree_root)
+                    enter_namespace(tree_root, build_tree)
                 except OSError as e:
                     status = b"nons " + str(e).encode(errors="replace")
             syscalls.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -30,6 +30,7 @@ and writes call the device's cfg_read/cfg_write, see loop.py).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,8 +185,12 @@ def _submounts(prefix: str) -> list[str]:
     return seen
 
 
-def enter_namespace(root: str) -> None:
-    """In PROG's (forked) process: private mount namespace with the tree. Raises OSError."""
+def enter_namespace(root: str, build: Callable[[str], None] | None = None) -> None:
+    """In PROG's (forked) process: private mount namespace with the tree. Raises OSError.
+
+    With ``build``, ``root`` is an empty directory: a tmpfs private to the namespace is
+    mounted on it and ``build(root)`` writes the tree there (2.8 ms instead of 19 ms for
+    writing and removing it on the test VM's ext4 /tmp; nothing to clean up afterwards)."""
     if os.geteuid() == 0:
         syscalls.unshare(syscalls.CLONE_NEWNS)
     else:
@@ -198,6 +203,9 @@ def enter_namespace(root: str) -> None:
         with open("/proc/self/gid_map", "w") as f:
             f.write(f"{gid} {gid} 1")
     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    if build is not None:
+        syscalls.mount("tmpfs", root, "tmpfs", 0, "mode=0755")
+        build(root)
     syscalls.mount(os.path.join(root, "pci"), "/sys/bus/pci", None, syscalls.MS_BIND)
     syscalls.mount(os.path.join(root, "iommu_groups"), "/sys/kernel/iommu_groups", None,
                    syscalls.MS_BIND)
