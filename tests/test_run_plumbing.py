@@ -111,6 +111,24 @@ def test_exited_processes_leave_the_caches(prog: Path, monkeypatch: pytest.Monke
         assert seen["procs"] == 1 and seen["cached"]
 
 
+def test_sync_wakeup_is_set_where_the_kernel_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (6.6+) keeps each round trip on one CPU."""
+    from vfiosim.supervisor import loop
+    from vfiosim.supervisor.syscalls import kernel_version
+
+    sups: list[loop.Supervisor] = []
+    serve = loop.Supervisor.serve
+
+    def capture(self: loop.Supervisor, root_pidfd: int = -1) -> None:
+        sups.append(self)
+        serve(self, root_pidfd)
+
+    monkeypatch.setattr(loop.Supervisor, "serve", capture)
+    exe = _build("run_plumbing.c", "run_plumbing", False)
+    assert run([exe, "true"])[0] == 0
+    assert sups[0].sync_wakeup == (kernel_version() >= (6, 6))
+
+
 def syscalls_have_pidfd_thread() -> bool:
     from vfiosim.supervisor.syscalls import kernel_version
 

@@ -164,7 +164,7 @@ def _run(kernel: Any, path: str, argv: list[str], trace: str | None) -> int:
         if launched.namespace_error is not None:
             _err(f"no private mount namespace ({launched.namespace_error}); /dev/vfio opens "
                  "and sysfs config files are still served, path lookups see the host's tree")
-        loop.set_sync_wakeup(listener)
+        sync = loop.set_sync_wakeup(listener)  # False before 6.6: pinning still helps
         pidfd = pidfd_open(launched.pid)
         os.set_inheritable(pidfd, False)
 
@@ -183,6 +183,7 @@ def _run(kernel: Any, path: str, argv: list[str], trace: str | None) -> int:
             {d.name: d for d in devices}, trace_file, launched.pid,
             request_names() if trace_file is not None else None,  # only the trace names them
             serve_paths=launched.namespace_error is not None)
+        sup.sync_wakeup = sync
         machine_hook = getattr(machine, "run_supervisor_hook", None)
         if callable(machine_hook):
             machine_hook(sup)

@@ -209,6 +209,7 @@ class Supervisor:
         # Device time on this thread (devclock.py), set by run_main when it can adopt the
         # machine clock; None: the clock runs its own thread.
         self.clock_driver: SupervisorClock | None = None
+        self.sync_wakeup = False  # SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP set on the listener
         self._last_arg: RemoteArg | None = None
         n = sc.NR
         self.handlers: dict[int, Callable[[Notif, int], Any]] = {
