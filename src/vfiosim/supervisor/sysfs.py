@@ -1,6 +1,7 @@
 """The sysfs and /dev presence of the simulated machine, for `vfiosim run`.
 
-The supervisor writes a tree into a private directory before PROG starts::
+PROG's process, after fork and before exec, mounts a tmpfs of its private mount namespace
+on an empty directory and writes this tree there (enter_namespace with ``build``)::
 
     pci/devices/<BDF>/{vendor,device,class,revision,subsystem_vendor,subsystem_device,irq,
                        resource,numa_node,modalias,enable,config,driver ->, iommu_group ->,
