@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pamu_helpers import reserve_hugepages
 from test_run_plumbing import _build
 
 from vfiosim.supervisor import host_supported
@@ -35,10 +36,8 @@ def client(request: pytest.FixtureRequest) -> Path:
 @pytest.mark.parametrize("machine,mode", [("p4080", "pamu"), ("x86", "type1"),
                                           ("x86", "setirqs")])
 def test_c_client(client: Path, machine: str, mode: str) -> None:
-    if mode == "pamu":
-        with open("/proc/sys/vm/nr_hugepages") as f:
-            if int(f.read()) < 2:
-                pytest.skip("the PAMU flow needs two free 2 MiB huge pages")
+    if mode == "pamu" and not reserve_hugepages(2):
+        pytest.skip("the PAMU flow needs two free 2 MiB huge pages and none can be reserved")
     p = vfiosim_run(machine, str(client), mode)
     assert p.returncode == 0, p.stderr
     assert f"{mode}: ok" in p.stdout

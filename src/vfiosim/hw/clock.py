@@ -62,6 +62,7 @@ class Clock:
         self._t0 = time.monotonic_ns()
         self._cond = threading.Condition(threading.Lock())  # guards _heap in real mode
         self._thread: threading.Thread | None = None
+        self._driver: Callable[[], None] | None = None  # an outside loop runs the events
         self._stopped = False
         self.errors = 0  # real mode: events that raised (printed, then skipped)
 
@@ -80,9 +81,12 @@ class Clock:
         timer = Timer(self.now_ns() + delay_ns, fn)
         with self._cond:
             heapq.heappush(self._heap, (timer.deadline_ns, next(self._seq), timer))
-            if self.mode == "real":
+            driver = self._driver
+            if self.mode == "real" and driver is None:
                 self._ensure_thread()
                 self._cond.notify()
+        if driver is not None:
+            driver()
         return timer
 
     def pending(self) -> int:
@@ -152,6 +156,49 @@ class Clock:
             raise RuntimeError(f"Clock.{what}() needs the manual clock (option clock='manual')")
 
     # -- real mode -------------------------------------------------------------------------
+
+    def attach_driver(self, on_schedule: Callable[[], None]) -> bool:
+        """Let an outside event loop run a real-mode clock instead of the clock's thread.
+
+        ``on_schedule()`` is called after every :meth:`schedule` (from whatever thread calls
+        it); the loop then calls :meth:`run_due` and waits until :meth:`next_deadline_mono`.
+        Refused (False) for a manual clock, a stopped one, or one whose thread already runs.
+        """
+        with self._cond:
+            if self.mode != "real" or self._stopped or self._thread is not None:
+                return False
+            self._driver = on_schedule
+            return True
+
+    def detach_driver(self) -> None:
+        """Hand the events back to the clock's own thread (started if any is pending)."""
+        with self._cond:
+            self._driver = None
+            self._drop_cancelled()
+            if self._heap and not self._stopped:
+                self._ensure_thread()
+                self._cond.notify()
+
+    def run_due(self) -> int:
+        """Run every event whose deadline has passed, as the clock thread would: each with the
+        machine lock held, in deadline order; one that raises is printed and counted.
+        Returns the number run."""
+        ran = 0
+        while (timer := self._pop_due(self.now_ns())) is not None:
+            try:
+                with self.lock:
+                    self._fire(timer)
+            except Exception:  # a device bug must not stop time for every other device
+                self.errors += 1
+                traceback.print_exc()
+            ran += 1
+        return ran
+
+    def next_deadline_mono(self) -> int | None:
+        """The earliest pending deadline as an absolute ``time.monotonic_ns()`` value (real
+        mode), for a loop that arms a CLOCK_MONOTONIC timer."""
+        nxt = self.next_deadline()
+        return None if nxt is None else nxt + self._t0
 
     def _ensure_thread(self) -> None:  # called with _cond held
         if self._thread is None and not self._stopped:

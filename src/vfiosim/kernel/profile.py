@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 OLDEST = (5, 10)
 NEWEST = (6, 18)
@@ -19,6 +20,7 @@ DEFAULT = "6.18"
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 
 
+@lru_cache(maxsize=64)  # handlers ask profile.before("6.2") on every call
 def parse_version(text: str) -> tuple[int, int]:
     """"X.Y" -> (X, Y); ValueError for anything else."""
     m = _VERSION.match(text) if isinstance(text, str) else None

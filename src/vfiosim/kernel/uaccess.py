@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import bisect
 import ctypes
-import ctypes.util
 import errno
 import os
 import resource
@@ -228,7 +227,8 @@ def smaps_page_size(pid: int | str, addr: int) -> int:
     return PAGE_SIZE
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# By soname: find_library() would run ldconfig (~2 ms at every start of `vfiosim run`).
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
 class _iovec(ctypes.Structure):

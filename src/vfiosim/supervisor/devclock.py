@@ -21,22 +21,18 @@ A doorbell therefore runs the engine right after its pwrite is answered, on the 
 and CPU, and the MSI eventfd is written from there.  When serving ends the clock is handed back
 (:meth:`release`): its own thread starts if events are still pending.
 
-This uses the clock's internals (``_thread``, ``_pop_due``, ``_fire``, ``_cond``); when they
-are missing, or the clock is manual or its thread already runs, :meth:`adopt` returns None and
-the clock keeps its thread.
+It uses the clock's public driver interface (``Clock.attach_driver``, ``run_due``,
+``next_deadline_mono``, ``detach_driver``); a manual clock, or one whose thread already runs,
+refuses it and keeps its own way of running events.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import traceback
 from typing import Any
 
 from vfiosim.supervisor import syscalls
-
-_NEEDS = ("_thread", "_pop_due", "_fire", "_cond", "_heap", "_t0", "_ensure_thread",
-          "next_deadline", "now_ns", "lock", "schedule")
 
 
 class SupervisorClock:
@@ -53,34 +49,23 @@ class SupervisorClock:
             os.close(self.wake_fd)
             raise
         self._armed = 0  # absolute CLOCK_MONOTONIC deadline armed in timer_fd; 0: none
-        self._schedule = clock.schedule
 
-        def schedule(delay_ns: int, fn: Any) -> Any:
-            timer = self._schedule(delay_ns, fn)
-            self.dirty = True
-            if threading.get_ident() != self.ident:
-                os.eventfd_write(self.wake_fd, 1)
-            return timer
-
-        clock.schedule = schedule
+    def _on_schedule(self) -> None:
+        self.dirty = True
+        if threading.get_ident() != self.ident:
+            os.eventfd_write(self.wake_fd, 1)
 
     @classmethod
     def adopt(cls, clock: Any) -> SupervisorClock | None:
         """Take ``clock`` over from the calling thread (the one that will serve)."""
-        if clock is None or getattr(clock, "mode", None) != "real":
+        if clock is None or not hasattr(clock, "attach_driver"):
             return None
-        if any(not hasattr(clock, name) for name in _NEEDS):
-            return None
-        with clock._cond:
-            if clock._thread is not None or getattr(clock, "_stopped", False):
-                return None
-            # Occupy the thread slot: Clock._ensure_thread() starts nothing while it is set.
-            clock._thread = threading.current_thread()
         try:
             driver = cls(clock)
         except OSError:
-            with clock._cond:
-                clock._thread = None
+            return None
+        if not clock.attach_driver(driver._on_schedule):
+            driver._close()
             return None
         driver.dirty = True  # events scheduled before adoption
         return driver
@@ -88,19 +73,8 @@ class SupervisorClock:
     def run_due(self) -> None:
         """Run every due event, then arm the timerfd for the next deadline."""
         self.dirty = False
-        clock = self.clock
-        while True:
-            timer = clock._pop_due(clock.now_ns())
-            if timer is None:
-                break
-            try:
-                with clock.lock:
-                    clock._fire(timer)
-            except Exception:  # as the clock thread: a device bug must not stop time
-                clock.errors += 1
-                traceback.print_exc()
-        nxt = clock.next_deadline()
-        want = 0 if nxt is None else nxt + clock._t0
+        self.clock.run_due()
+        want = self.clock.next_deadline_mono() or 0
         if want != self._armed:
             syscalls.timerfd_set_abs(self.timer_fd, want)
             self._armed = want
@@ -116,20 +90,12 @@ class SupervisorClock:
         self.run_due()
 
     def release(self) -> None:
-        """Hand the clock back: restore schedule(), free the thread slot and start the
-        clock's own thread if events are pending."""
-        clock = self.clock
-        try:
-            del clock.schedule
-        except AttributeError:
-            pass
-        with clock._cond:
-            if clock._thread is threading.current_thread() or \
-                    clock._thread is not None and not clock._thread.is_alive():
-                clock._thread = None
-            if any(t.pending for _, _, t in clock._heap):
-                clock._ensure_thread()
-                clock._cond.notify()
+        """Hand the clock back: its own thread starts if events are still pending."""
+        self.clock.detach_driver()
+        self._close()
+
+    def _close(self) -> None:
         for fd in (self.timer_fd, self.wake_fd):
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         self.timer_fd = self.wake_fd = -1
