@@ -309,7 +309,8 @@ class RemoteProcess:
         if not is_eventfd(link):
             os.close(got)
             raise kerr(errno.EINVAL)
-        return EventFd(got)
+        # Naming the client's fd lets the sanitizer tell a closed eventfd from a forgotten one.
+        return EventFd(got, client_pid=self.pid, client_fd=fd)
 
     def memlock_limit(self) -> int | None:
         try:
