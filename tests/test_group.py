@@ -205,10 +205,24 @@ def test_get_device_fd_unknown_name_unattached_is_einval_before_6_0(make_kernel)
     expect_errno(errno.EINVAL, get_device_fd, k, g, "0000:09:00.0")
 
 
-def test_get_device_fd_vf_token_is_einval(x86):
+@pytest.mark.parametrize("suffix", [" vf_token=2ab74924-c335-45f4-9b16-8569e5b08258",
+                                    " vf_token=2ab7", " foo=1", "  x"])
+def test_get_device_fd_name_options_are_einval(x86, suffix):
+    # vfio_pci_core_match(): a VF token for a device that is neither PF nor VF, a malformed
+    # token and an unknown option are all refused.
     c, g = attach(x86)
-    name = device_name(x86, 1) + " vf_token=2ab74924-c335-45f4-9b16-8569e5b08258"
-    expect_errno(errno.EINVAL, get_device_fd, x86, g, name)
+    expect_errno(errno.EINVAL, get_device_fd, x86, g, device_name(x86, 1) + suffix)
+
+
+@pytest.mark.parametrize("suffix,code", [("   ", None), ("x", errno.ENODEV),
+                                         (".1", errno.ENODEV)])
+def test_get_device_fd_name_followed_by_spaces_or_other_text(x86, suffix, code):
+    c, g = attach(x86)
+    name = device_name(x86, 1) + suffix
+    if code is None:
+        assert get_device_fd(x86, g, name) > 0
+    else:
+        expect_errno(code, get_device_fd, x86, g, name)
 
 
 def test_get_device_fd_name_without_nul_in_a_page_is_einval(x86):

@@ -154,19 +154,19 @@ class Group:
         return df
 
     def _device_from_name(self, name: str) -> DeviceRecord:
-        """vfio_device_get_from_name() with vfio_pci_core_match(): the PCI name, optionally
-        followed by " vf_token=<uuid>", which a device that is neither PF nor VF refuses."""
+        """vfio_device_get_from_name() with vfio_pci_core_match(): the PCI name, then only
+        spaces, or options.  The only option is " vf_token=<uuid>", which a device that is
+        neither PF nor VF refuses ("VF token incorrectly provided"); a malformed or unknown
+        option is refused too.  Every refusal is EINVAL and ends the search."""
         for d in self.devices:
             if not d.is_vfio:
                 continue  # bound to a host driver: no vfio_device is registered for it
             if name == d.name:
                 return d
             if name.startswith(d.name + " "):
-                rest = name[len(d.name):].strip()
-                if not rest:
+                if not name[len(d.name):].strip(" "):
                     return d
-                if rest.startswith("vf_token="):
-                    raise kerr(errno.EINVAL)  # "VF token incorrectly provided"
+                raise kerr(errno.EINVAL)
         raise kerr(errno.ENODEV)
 
     def _check_use_container(self) -> None:
