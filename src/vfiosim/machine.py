@@ -23,14 +23,12 @@ Schema (all tables optional unless marked)::
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 import re
 import threading
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from vfiosim.kernel.profile import KernelProfile
@@ -270,7 +268,7 @@ def parse_machine(doc: dict[str, Any], where: str) -> MachineSpec:
         if k not in known:
             raise MachineFileError(
                 f"{where}: {k}: unknown table; valid tables are {', '.join(sorted(known))}")
-    m = _fill(_table(doc, "machine", where), {"name": Path(where).stem, "description": ""},
+    m = _fill(_table(doc, "machine", where), {"name": _stem(where), "description": ""},
               {"name": _str, "description": _str,
                "iommu": lambda v: _str(v, ("type1", "fsl_pamu"))}, where, "machine")
     if "iommu" not in m:
@@ -398,16 +396,24 @@ def load_machine_file(path: str | os.PathLike[str]) -> MachineSpec:
     return parse_machine(doc, where)
 
 
+# Presets ship inside the package (package-data); a plain directory read keeps `vfiosim run`
+# start-up free of importlib.resources and pathlib.
+PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
+
+
+def _stem(where: str) -> str:
+    return os.path.splitext(os.path.basename(where))[0]
+
+
 def preset_names() -> list[str]:
-    files = importlib.resources.files("vfiosim.presets")
-    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".toml"))
+    return sorted(n[:-5] for n in os.listdir(PRESET_DIR) if n.endswith(".toml"))
 
 
 def load_preset(name: str) -> MachineSpec:
     if not isinstance(name, str) or name not in preset_names():
         raise ValueError(f"unknown preset {name!r}; presets are {', '.join(preset_names())}")
-    res = importlib.resources.files("vfiosim.presets") / f"{name}.toml"
-    doc = tomllib.loads(res.read_text(encoding="utf-8"))
+    with open(os.path.join(PRESET_DIR, f"{name}.toml"), "rb") as f:
+        doc = tomllib.load(f)
     return parse_machine(doc, f"preset {name}")
 
 
