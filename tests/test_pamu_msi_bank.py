@@ -170,18 +170,25 @@ def test_explicit_map_bank_errors(xp: Pamu) -> None:
 
 
 def test_explicit_map_bank_check_order(xp: Pamu) -> None:
-    """flags, then windows/iova, then the bank, then the window in use."""
+    """flags, then the bank, then the window (iova), then the window in use: the SDK's
+    vfio_do_msi_map() checks READ/WRITE, vfio_msi_map() asks fsl_msi_get_region() for the
+    bank (-ENODEV) before iova_to_win() and iommu_domain_window_enable() look at the iova."""
     xp.map_msi_bank(0, 0)
     expect_errno(errno.EINVAL, xp.map_msi_bank, 9, 0, flags=0)
-    expect_errno(errno.EINVAL, xp.map_msi_bank, 9, 0x1000)
-    expect_errno(errno.ENODEV, xp.map_msi_bank, 9, 0)
+    expect_errno(errno.ENODEV, xp.map_msi_bank, 9, 0x1000)       # not a window start
+    expect_errno(errno.ENODEV, xp.map_msi_bank, 9, 32 * MiB)     # past the aperture
+    expect_errno(errno.ENODEV, xp.map_msi_bank, 9, 0)            # window in use
+    expect_errno(errno.EINVAL, xp.map_msi_bank, 1, 0x1000)
+    expect_errno(errno.EBUSY, xp.map_msi_bank, 1, 0)
 
 
 def test_explicit_map_bank_before_windows(make_kernel) -> None:
     p = open_pamu(make_kernel("p4080", msi_mode="explicit"))
     expect_errno(errno.EINVAL, p.map_msi_bank, 0, 0)
+    expect_errno(errno.ENODEV, p.map_msi_bank, 3, 0)  # the bank is looked up first
     p.set_geometry(0, 32 * MiB - 1)
     expect_errno(errno.EINVAL, p.map_msi_bank, 0, 0)
+    expect_errno(errno.ENODEV, p.map_msi_bank, 3, 0)
 
 
 def test_explicit_same_bank_twice_lowest_window_wins(xp: Pamu) -> None:

@@ -130,10 +130,10 @@ class Model:
     def map_bank(self, bank: int, win: int, prot: int) -> int:
         if self.mode == "auto":
             return errno.ENOTTY
+        if bank >= self.banks:
+            return errno.ENODEV  # the SDK looks the bank up before the window
         if not self.count or win >= self.count:
             return errno.EINVAL
-        if bank >= self.banks:
-            return errno.ENODEV
         if win in self.wins:
             return errno.EBUSY
         self.wins[win] = Win("msi", prot, bank=bank)

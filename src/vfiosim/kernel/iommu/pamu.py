@@ -989,6 +989,10 @@ class PamuBackend(IommuBackend):
         return 0
 
     def do_msi_map(self, flags: int, bank: int, iova: int) -> None:
+        """vfio_do_msi_map() + vfio_msi_map() (SPEC §6.7.2), in the SDK's order of checks:
+        READ/WRITE, then the bank (fsl_msi_get_region(): -ENODEV), then the window of
+        ``iova`` (iommu_domain_window_enable()).  [decision D3] ``iova`` must be the start of
+        a free window of the aperture; [proposed, Appendix A #11] EINVAL before WINDOWS."""
         mask = V.VFIO_DMA_MAP_FLAG_READ | V.VFIO_DMA_MAP_FLAG_WRITE
         prot = 0
         if flags & V.VFIO_DMA_MAP_FLAG_WRITE:
@@ -997,6 +1001,10 @@ class PamuBackend(IommuBackend):
             prot |= IOMMU_READ
         if flags & ~mask or not prot:
             raise kerr(errno.EINVAL)
+        region = self.msi.get_region(bank)
+        if region is None:
+            raise kerr(errno.ENODEV)  # fsl_msi_get_region(): "MSI region not found"
+        addr, _size = region
         if not self.windows_configured:
             raise kerr(errno.EINVAL)  # [proposed, Appendix A #11]
         if not self.aperture_start <= iova <= self.aperture_end \
@@ -1006,10 +1014,6 @@ class PamuBackend(IommuBackend):
                 san.report_misaligned(self.machine, "VFIO_IOMMU_PAMU_MAP_MSI_BANK",
                                       self.window_size, "the window size", {"iova": iova})
             raise kerr(errno.EINVAL)
-        region = self.msi.get_region(bank)
-        if region is None:
-            raise kerr(errno.ENODEV)  # fsl_msi_get_region(): "MSI region not found"
-        addr, _size = region
         k = self.iova_to_win(iova)
         if k in self.slots:
             raise kerr(errno.EBUSY)
