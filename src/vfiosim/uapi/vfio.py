@@ -631,7 +631,7 @@ VFIO_DEVICE_FEATURE_PROBE = 1 << 18  # Probe feature support
 
 
 class vfio_device_feature(Struct):
-    """VFIO_DEVICE_FEATURE argument (answered ENOTTY, SPEC §3.2 [proposed]).
+    """VFIO_DEVICE_FEATURE argument (vfio_ioctl_device_feature(), kernel/vfio_main.py).
 
     ::
 
@@ -654,6 +654,36 @@ class vfio_device_feature(Struct):
 
 
 VFIO_DEVICE_FEATURE = _IO(VFIO_TYPE, VFIO_BASE + 17)
+
+# Feature indexes (the low 16 bits of vfio_device_feature.flags).
+VFIO_DEVICE_FEATURE_PCI_VF_TOKEN = 0
+VFIO_DEVICE_FEATURE_MIGRATION = 1
+VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE = 2
+VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY = 3
+VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP = 4
+VFIO_DEVICE_FEATURE_LOW_POWER_EXIT = 5
+VFIO_DEVICE_FEATURE_DMA_LOGGING_START = 6
+VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP = 7
+VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT = 8
+VFIO_DEVICE_FEATURE_MIG_DATA_SIZE = 9
+VFIO_DEVICE_FEATURE_BUS_MASTER = 10
+
+
+class vfio_device_low_power_entry_with_wakeup(Struct):
+    """data[] of VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP.
+
+    ::
+
+        struct vfio_device_low_power_entry_with_wakeup {
+                __s32 wakeup_eventfd;
+                __u32 reserved;
+        };
+    """
+
+    _fields_ = [
+        ("wakeup_eventfd", s32),
+        ("reserved", u32),
+    ]
 
 # iommufd cdev ioctls on a device fd (6.6 and later); not modelled (SPEC Appendix B).
 VFIO_DEVICE_BIND_IOMMUFD = _IO(VFIO_TYPE, VFIO_BASE + 18)

@@ -33,6 +33,7 @@ from vfiosim.kernel import sanitizer as san
 from vfiosim.kernel.pci import config as cfg
 from vfiosim.kernel.pci import intrs
 from vfiosim.kernel.uaccess import PAGE_SIZE, Process, UserArg, kerr, read_struct, write_struct
+from vfiosim.kernel.vfio_main import vfio_check_feature
 from vfiosim.uapi import pci_regs as R
 from vfiosim.uapi import vfio as V
 from vfiosim.uapi.vfio import offsetofend, sizeof
@@ -103,6 +104,12 @@ class VfioPciDevice:
         self.bar_mmap_supported = [False] * 6
         self.needs_reset = False
         self._saved_state: Any = None
+        # runtime PM of the low power features (vfio_pci_core_pm_entry & co)
+        self.pm_runtime_engaged = False
+        self.pm_wake_eventfd_ctx: Any = None
+        self.pm_intx_masked = False
+        self._pm_active_calls = 0
+        self._pm_suspended = False
         _DEVICES.setdefault(machine, {})[self.name] = self
         self.hw.on_intx(self._intx_line)
         machine.fault_hooks.append(self._dma_fault)
@@ -253,6 +260,9 @@ class VfioPciDevice:
         state dropped, the device reset and its state at open restored; then the ERR/REQ
         triggers go."""
         self._sanitize_close()
+        self._runtime_pm_exit()  # vfio_pci_runtime_pm_exit()
+        self._pm_suspended = False
+        self.pm_intx_masked = False
         hw = self.hw
         cmd = hw.cfg_read(R.PCI_COMMAND, 2)
         hw.cfg_write(R.PCI_COMMAND, 2, cmd & ~R.PCI_COMMAND_MASTER)
@@ -280,12 +290,97 @@ class VfioPciDevice:
                 setattr(self, attr, None)
         self.opened = False
 
+    # -- runtime PM and the low power features ----------------------------------------------
+
+    def pm_runtime_get(self) -> None:
+        """``pm_runtime_resume_and_get()`` at the start of an ioctl or a region access: a
+        device left suspended by a low power entry resumes first."""
+        self._pm_active_calls += 1
+        if self._pm_suspended:
+            self._pm_suspended = False
+            self._runtime_resume()
+
+    def pm_runtime_put(self) -> None:
+        """``pm_runtime_put()`` at the end of the call: with a low power entry engaged no
+        one holds the device any more, so it suspends (``vfio_pci_core_runtime_suspend``).
+
+        The model suspends as the call returns; the kernel's idle work does it shortly
+        after.  The device itself is not put in D3hot (its state is saved and restored
+        around it by the PCI core, which the model leaves out).
+        """
+        self._pm_active_calls -= 1
+        if (not self._pm_active_calls and self.pm_runtime_engaged and self.opened
+                and not self._pm_suspended):
+            self._pm_suspended = True
+            # If INTx is enabled, mask it while suspended, unless the user already did.
+            self.pm_intx_masked = (intrs.is_intx(self) and intrs.vfio_pci_intx_mask(self))
+
+    def _runtime_resume(self) -> None:
+        """``vfio_pci_core_runtime_resume()``: a wakeup eventfd is signalled and ends the low
+        power state; INTx masked by the suspend is unmasked."""
+        if self.pm_wake_eventfd_ctx is not None:
+            self.pm_wake_eventfd_ctx.signal()
+            self._runtime_pm_exit()
+        if self.pm_intx_masked:
+            self.pm_intx_masked = False
+            intrs.vfio_pci_intx_unmask(self)
+
+    def _runtime_pm_exit(self) -> None:
+        """``__vfio_pci_runtime_pm_exit()``."""
+        if self.pm_runtime_engaged:
+            self.pm_runtime_engaged = False
+            if self.pm_wake_eventfd_ctx is not None:
+                self.pm_wake_eventfd_ctx.put()
+                self.pm_wake_eventfd_ctx = None
+
+    def _runtime_pm_entry(self, efdctx: Any) -> int:
+        """``vfio_pci_runtime_pm_entry()``: EINVAL when already engaged."""
+        if self.pm_runtime_engaged:
+            raise kerr(errno.EINVAL)
+        self.pm_runtime_engaged = True
+        self.pm_wake_eventfd_ctx = efdctx
+        return 0
+
+    def device_feature(self, proc: Process, flags: int, arg: UserArg, data_off: int,
+                       argsz: int) -> int:
+        """``vfio_pci_core_ioctl_feature()``: the low power features; the VF token only on an
+        SR-IOV PF (no modelled device is one: ENOTTY); anything else ENOTTY."""
+        feature = flags & V.VFIO_DEVICE_FEATURE_MASK
+        if feature == V.VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY:
+            # vfio_pci_core_pm_entry()
+            if vfio_check_feature(flags, argsz, V.VFIO_DEVICE_FEATURE_SET, 0) != 1:
+                return 0
+            return self._runtime_pm_entry(None)
+        if feature == V.VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP:
+            # vfio_pci_core_pm_entry_with_wakeup()
+            size = sizeof(V.vfio_device_low_power_entry_with_wakeup)
+            if vfio_check_feature(flags, argsz, V.VFIO_DEVICE_FEATURE_SET, size) != 1:
+                return 0
+            entry = V.vfio_device_low_power_entry_with_wakeup.from_buffer_copy(
+                arg.read(data_off, size))
+            if entry.wakeup_eventfd < 0:
+                raise kerr(errno.EINVAL)
+            efdctx = proc.eventfd_get(entry.wakeup_eventfd)
+            try:
+                return self._runtime_pm_entry(efdctx)
+            except OSError:
+                efdctx.put()
+                raise
+        if feature == V.VFIO_DEVICE_FEATURE_LOW_POWER_EXIT:
+            # vfio_pci_core_pm_exit()
+            if vfio_check_feature(flags, argsz, V.VFIO_DEVICE_FEATURE_SET, 0) != 1:
+                return 0
+            self._runtime_pm_exit()
+            return 0
+        # VFIO_DEVICE_FEATURE_PCI_VF_TOKEN: vfio_pci_core_feature_token() without vf_token
+        raise kerr(errno.ENOTTY)
+
     # -- ioctl ----------------------------------------------------------------------------
 
     def ioctl(self, proc: Process, request: int, arg: UserArg) -> int:
         """``vfio_pci_core_ioctl()``: one handler per ioctl, ENOTTY for anything else
-        (QUERY_GFX_PLANE, GET_GFX_DMABUF, IOEVENTFD and FEATURE included: SPEC §3.2,
-        Appendix B)."""
+        (QUERY_GFX_PLANE, GET_GFX_DMABUF and IOEVENTFD included: SPEC §3.2, Appendix B).
+        VFIO_DEVICE_FEATURE never gets here: the core serves it (``DeviceFile.ioctl``)."""
         self._entry()
         handler = _IOCTLS.get(request)
         if handler is None:
@@ -521,16 +616,20 @@ class VfioPciDevice:
         if index >= V.VFIO_PCI_NUM_REGIONS:
             raise kerr(errno.EINVAL)
         off = pos & V.VFIO_PCI_OFFSET_MASK
-        if index == V.VFIO_PCI_CONFIG_REGION_INDEX:
-            return cfg.vfio_pci_config_rw(self, buf, off, iswrite)
-        if index == V.VFIO_PCI_ROM_REGION_INDEX:
-            if iswrite:
-                raise kerr(errno.EINVAL)
-            return self._bar_rw(buf, index, off, False)
-        if index <= V.VFIO_PCI_BAR5_REGION_INDEX:
-            return self._bar_rw(buf, index, off, iswrite)
-        # VGA: vfio_pci_vga_rw() without VGA
-        raise kerr(errno.EINVAL)
+        self.pm_runtime_get()
+        try:
+            if index == V.VFIO_PCI_CONFIG_REGION_INDEX:
+                return cfg.vfio_pci_config_rw(self, buf, off, iswrite)
+            if index == V.VFIO_PCI_ROM_REGION_INDEX:
+                if iswrite:
+                    raise kerr(errno.EINVAL)
+                return self._bar_rw(buf, index, off, False)
+            if index <= V.VFIO_PCI_BAR5_REGION_INDEX:
+                return self._bar_rw(buf, index, off, iswrite)
+            # VGA: vfio_pci_vga_rw() without VGA
+            raise kerr(errno.EINVAL)
+        finally:
+            self.pm_runtime_put()
 
     def _bar_rw(self, buf: bytearray, bar: int, pos: int, iswrite: bool) -> int:
         """``vfio_pci_bar_rw()``: EINVAL at or past the end (every offset of an absent BAR),
