@@ -67,6 +67,8 @@ MAINLINE_ONLY: dict[str, int] = {
     "VFIO_DEVICE_BIND_IOMMUFD": 0x3B64 + 18,
     "VFIO_DEVICE_ATTACH_IOMMUFD_PT": 0x3B64 + 19,
     "VFIO_DEVICE_DETACH_IOMMUFD_PT": 0x3B64 + 20,
+    "VFIO_DEVICE_FEATURE_MIG_DATA_SIZE": 9,
+    "VFIO_DEVICE_FEATURE_BUS_MASTER": 10,
 }
 
 # vfiosim's own names, in no C header: checked by test_vfiosim_only_names.
