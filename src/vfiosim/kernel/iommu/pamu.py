@@ -425,7 +425,6 @@ class PamuBackend(IommuBackend):
         self.swallow = bool(opts.sdk_swallow_errors) and not self.auto
         cfg = machine.pamu_config
         self.cpus = int(cfg["cpus"])
-        self.l1_stash_as_l2 = bool(cfg.get("l1_stash_as_l2", False))
         self.pamu: Pamu = machine.pamu
         self.msi = machine.msi
         self.domain = FslDmaDomain(
@@ -701,21 +700,16 @@ class PamuBackend(IommuBackend):
         self.msi_dma_list.clear()
 
     def _set_stash(self, cpu: int, cache: int) -> None:
-        """DOMAIN_ATTR_FSL_PAMU_STASH: cache 1–3, cpu a CPU of the machine [decision D4],
-        then the domain (EINVAL when a LIODN is attached and WINDOWS is not set)."""
-        if cache not in (P.PAMU_ATTR_CACHE_L1, P.PAMU_ATTR_CACHE_L2, P.PAMU_ATTR_CACHE_L3):
-            self.domain.dma_stash = (cpu, cache)  # quirk: stored before get_stash_id()
-            self.domain.stash_id = NOT_DEFINED
-            raise kerr(errno.EINVAL)
+        """DOMAIN_ATTR_FSL_PAMU_STASH: configure_domain_stash() with get_stash_id()'s id.
+
+        get_stash_id() answers ~0 for a cache other than L1–L3 and for an L1/L2 request on
+        a CPU it does not know, and applies erratum A-007907 (t4240: L1 → L2) itself, as the
+        SDK's does; [decision D4] ``cpu`` must be a CPU of the machine for L3 too.  Then the
+        domain: EINVAL when a LIODN is attached and WINDOWS is not set.
+        """
+        stash_id = self.pamu.get_stash_id(cache, cpu)
         if not 0 <= cpu < self.cpus:
-            self.domain.dma_stash = (cpu, cache)
-            self.domain.stash_id = NOT_DEFINED
-            raise kerr(errno.EINVAL)
-        hw_cache = cache
-        if cache == P.PAMU_ATTR_CACHE_L1 and self.l1_stash_as_l2:
-            # [SDK] erratum A-007907: an L1 stash request is programmed as L2.
-            hw_cache = P.PAMU_ATTR_CACHE_L2
-        stash_id = self.pamu.get_stash_id(hw_cache, cpu)
+            stash_id = NOT_DEFINED
         self.domain.configure_domain_stash(cpu, cache, stash_id)
 
     # =========================================================================================
