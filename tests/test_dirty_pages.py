@@ -205,3 +205,23 @@ def test_v1_unmap_with_dirty_bitmap_einval():
         bm = Bitmap(1)
         assert unmap_dirty(k, fd, 0, PAGE, bm.addr, bm.size)[0] == errno.EINVAL
         assert len(backend(k, fd).mappings()) == 1
+
+
+@pytest.mark.parametrize("kver,bits", [("5.10", 0b001), ("5.12", 0b111), ("6.18", 0b111)])
+def test_unmap_bitmap_in_rb_tree_order_before_5_12(kver, bits):
+    """Before 5.12 UNMAP_DMA takes mappings in rb-tree descent order (B at the root, then C,
+    then A), and update_user_bitmap() writes whole words, zeroing the bits after a mapping's
+    last bit: A, written last, clears the bits of B and C in the shared word."""
+    b = Buf(PAGE)
+    try:
+        with kernel(kernel=kver) as k:
+            fd = type1_container(k, "v2")
+            for i in range(3):  # A, B, C: single pages 0, 1, 2
+                dma_map(k, fd, b.va, i * PAGE, PAGE)
+            assert dirty(k, fd, START) == 0
+            bm = Bitmap(1)
+            assert unmap_dirty(k, fd, 0, 3 * PAGE, bm.addr, bm.size) == (0, 3 * PAGE)
+            assert bm.bits() == bits
+            check_consistency(k, backend(k, fd))
+    finally:
+        b.close()

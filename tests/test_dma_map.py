@@ -219,9 +219,10 @@ def test_overlap_eexist(version, buf):
         check_consistency(k, backend(k, fd))
 
 
+@pytest.mark.parametrize("kver", ["6.18", "5.10"])  # 5.10 also links/erases its rb-tree
 @pytest.mark.parametrize("version", VERSIONS)
-def test_efault_unmapped_vaddr(version):
-    with kernel() as k:
+def test_efault_unmapped_vaddr(version, kver):
+    with kernel(kernel=kver) as k:
         fd = type1_container(k, version)
         assert mapping(k, fd, UNMAPPED_VA, 0, PAGE) == errno.EFAULT
         b = Buf(4 * PAGE).hole(2)

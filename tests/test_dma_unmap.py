@@ -247,3 +247,22 @@ def test_failed_unmap_writes_nothing_back_and_struct_size(buf):
         before = bytes(raw)
         assert errno_of(lambda: k.ioctl(fd, VFIO_IOMMU_UNMAP_DMA, raw)) == errno.EINVAL
         assert bytes(raw) == before
+
+
+@pytest.mark.parametrize("kver,size", [("5.10", 2 * PAGE), ("5.11", 2 * PAGE),
+                                       ("5.12", 0), ("6.18", 0)])
+def test_v1_walk_order_before_5_12(kver, size, buf):
+    """Before 5.12 vfio_dma_do_unmap() walked with vfio_find_dma(iova, size), which returns
+    the overlapping mapping highest in the rb-tree, not the first in IOVA order.  Three maps
+    in IOVA order leave B at the root (A left, C right); an unmap from inside A finds B, then
+    C (root after B's erase), then A, which starts before iova: 2 pages gone.  From 5.12 the
+    walk starts at vfio_find_dma_first_node() (A) and stops at once."""
+    with kernel(kernel=kver) as k:
+        fd = type1_container(k, "v1")
+        for iova, n in [(0x10_0000, 2), (0x10_2000, 1), (0x10_3000, 1)]:  # A, B, C
+            dma_map(k, fd, buf.va, iova, n * PAGE)
+        err, u = unmapping(k, fd, 0x10_0000 + PAGE, 3 * PAGE)
+        assert (err, u.size) == (0, size)
+        if size:
+            assert iovas(k, fd) == [(0x10_0000, 2 * PAGE)]
+        check_consistency(k, backend(k, fd))

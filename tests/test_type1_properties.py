@@ -20,6 +20,7 @@ from type1_helpers import (
 )
 
 from vfiosim.hw.iommu import IOMMU_READ, IOMMU_WRITE, Domain, IommuFault
+from vfiosim.kernel.rbtree import RbNode, RbTree
 from vfiosim.uapi.vfio import (
     VFIO_DMA_UNMAP_FLAG_ALL,
     VFIO_IOMMU_UNMAP_DMA,
@@ -177,3 +178,43 @@ def test_domain_matches_page_dictionary(ops, probe):
             want.append((phys, take))
         pos += take
     assert got == want
+
+
+def _rb_insert(tree: RbTree[int], key: int) -> RbNode[int]:
+    parent, left, n = None, False, tree.root
+    while n is not None:
+        parent, left = n, key <= n.item
+        n = n.left if left else n.right
+    return tree.link(key, parent, left)
+
+
+def test_rbtree_shape_of_sequential_inserts():
+    """lib/rbtree.c on keys 1..8 inserted in order: 4 at the root, 2 and 6 below it (the
+    CLRS insert cases), 8 red under 7."""
+    tree: RbTree[int] = RbTree()
+    nodes = {k: _rb_insert(tree, k) for k in range(1, 9)}
+    root = tree.root
+    assert root is not None and root.item == 4 and not root.red
+    assert root.left is nodes[2] and root.right is nodes[6]
+    assert nodes[2].red and nodes[6].red and nodes[8].red and nodes[7].right is nodes[8]
+    tree.check()
+    # erase the root: its successor 5 takes its place and colour
+    tree.erase(nodes[4])
+    assert tree.root is nodes[5] and not nodes[5].red
+    assert list(tree) == [1, 2, 3, 5, 6, 7, 8]
+    tree.check()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 40)), max_size=120))
+def test_rbtree_invariants(ops):
+    """Random inserts and erases keep the red-black invariants and the in-order sequence."""
+    tree: RbTree[int] = RbTree()
+    nodes: dict[int, RbNode[int]] = {}
+    for insert, key in ops:
+        if insert and key not in nodes:
+            nodes[key] = _rb_insert(tree, key)
+        elif not insert and key in nodes:
+            tree.erase(nodes.pop(key))
+        tree.check()
+        assert list(tree) == sorted(nodes) and len(tree) == len(nodes)

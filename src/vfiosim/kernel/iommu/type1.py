@@ -35,6 +35,7 @@ from vfiosim.hw.iommu import IOMMU_READ, IOMMU_WRITE
 from vfiosim.kernel import sanitizer as san
 from vfiosim.kernel.caps import VfioInfoCap, chain_aligned, fixed_part_size, place_caps
 from vfiosim.kernel.iommu import IommuBackend, IommuDriver
+from vfiosim.kernel.rbtree import RbNode, RbTree
 from vfiosim.kernel.uaccess import PAGE_SHIFT, PAGE_SIZE, kerr, read_struct, write_struct
 from vfiosim.uapi.vfio import (
     VFIO_CHECK_EXTENSION,
@@ -147,6 +148,7 @@ class VfioDma:
     owner: int  # tgid of the process that mapped it (dma->task)
     lock_cap: bool  # capable(CAP_IPC_LOCK) at map time
     phys: list[tuple[int, int]]  # the pinned frames, merged into physically contiguous runs
+    node: RbNode[VfioDma] | None = None  # its place in the rb-tree (profiles before 5.12)
 
     @property
     def end(self) -> int:
@@ -222,6 +224,9 @@ class Type1Backend(IommuBackend):
         self.groups: list[Group] = []
         #: vfio_iommu.dma_list: iova -> VfioDma
         self.dma_list: SortedDict = SortedDict()
+        #: vfio_iommu.dma_list as the kernel's rb-tree, kept only where its shape shows:
+        #: the UNMAP_DMA walk before 5.12 (see dma_do_unmap())
+        self.rb: RbTree[VfioDma] | None = RbTree() if self._before_5_12 else None
         #: vfio_iommu.iova_list: valid ranges, inclusive (start, last), ascending
         self.iova_list: list[tuple[int, int]] = []
         self.dirty_page_tracking = False
@@ -275,6 +280,43 @@ class Type1Backend(IommuBackend):
         if i < len(dl):
             dma = dl.peekitem(i)[1]
             if dma.iova < start + size:
+                return dma
+        return None
+
+    def link_dma(self, dma: VfioDma) -> None:
+        """vfio_link_dma() into the rb-tree: descend by ``new->iova + new->size <=
+        dma->iova`` (vfio_dma_do_map() links the new mapping zero-sized, so by its iova),
+        then rb_insert_color()."""
+        assert self.rb is not None
+        parent: RbNode[VfioDma] | None = None
+        left = False
+        n = self.rb.root
+        while n is not None:
+            parent = n
+            left = dma.iova <= n.item.iova
+            n = n.left if left else n.right
+        dma.node = self.rb.link(dma, parent, left)
+
+    def unlink_dma(self, dma: VfioDma) -> None:
+        """vfio_unlink_dma(): rb_erase() (nothing without the rb-tree)."""
+        if self.rb is not None and dma.node is not None:
+            self.rb.erase(dma.node)
+            dma.node = None
+
+    def rb_find_dma(self, start: int, size: int) -> VfioDma | None:
+        """vfio_find_dma() on the rb-tree: the first mapping overlapping ``[start, start +
+        size)`` that the descent from the root meets, in the kernel's u64 arithmetic (a
+        range ending at 2^64 ends at 0 and meets nothing)."""
+        assert self.rb is not None
+        end = (start + size) & U64_MAX
+        n = self.rb.root
+        while n is not None:
+            dma = n.item
+            if end <= dma.iova:
+                n = n.left
+            elif start >= dma.end & U64_MAX:
+                n = n.right
+            else:
                 return dma
         return None
 
@@ -417,6 +459,7 @@ class Type1Backend(IommuBackend):
             locked_vm[dma.owner] = left
         else:
             locked_vm.pop(dma.owner, None)
+        self.unlink_dma(dma)
         del self.dma_list[dma.iova]
 
     def unmap_unpin_all(self) -> None:
@@ -488,7 +531,13 @@ class Type1Backend(IommuBackend):
             raise kerr(errno.EINVAL)
         limit = proc.memlock_limit()  # None: CAP_IPC_LOCK or RLIM_INFINITY
         dma = VfioDma(iova, size, vaddr, prot, proc.pid, limit is None, [])
-        self.pin_map_dma(proc, dma, limit)
+        if self.rb is not None:
+            self.link_dma(dma)  # linked zero-sized before pinning, erased if pinning fails
+        try:
+            self.pin_map_dma(proc, dma, limit)
+        except OSError:
+            self.unlink_dma(dma)
+            raise
         self.dma_list[iova] = dma
 
     def _misaligned(self, ioctl: str, **fields: int) -> None:
@@ -583,6 +632,23 @@ class Type1Backend(IommuBackend):
             raise kerr(errno.EINVAL)
         owner_rule = self._before_6_0  # §2.7 #6
         unmapped = 0
+        if self.rb is not None:
+            # Before 5.12 the walk is `while ((dma = vfio_find_dma(iommu, iova, size)))`:
+            # each turn takes whichever overlapping mapping the descent from the rb-tree's
+            # root meets first, so which mappings go before a stop (v1 start inside a
+            # mapping, owner rule, bitmap EFAULT), and the order of the bitmap writes,
+            # follow the tree's shape.  5.12 walks in IOVA order from
+            # vfio_find_dma_first_node() (below).
+            while (dma := self.rb_find_dma(iova, size)) is not None:
+                if not self.v2 and iova > dma.iova:
+                    break
+                if owner_rule and dma.owner != proc.pid:
+                    break
+                if bitmap is not None:
+                    self.update_user_bitmap(proc, bitmap.data, dma, iova, pgsize)
+                unmapped += dma.size
+                self.remove_dma(dma)
+            return unmapped
         dl = self.dma_list
         i = self._first_index(iova)
         while i < len(dl):
