@@ -21,6 +21,7 @@ from device_helpers import (
     bar_write,
     cfg_read,
     cfg_write,
+    enable_bus_master,
     expect_errno,
     open_device,
     set_trigger,
@@ -357,3 +358,20 @@ def test_dmacopy_pm_state_bits(x86) -> None:
     assert dev.hw.cfg_read(ctrl, 2) & R.PCI_PM_CTRL_STATE_MASK == 3
     cfg_write(dev, ctrl, 2, 0)
     assert cfg_read(dev, ctrl, 2) & R.PCI_PM_CTRL_STATE_MASK == 0
+
+
+def test_dmacopy_d3hot_bar_eio_and_state_restored_at_d0(x86) -> None:
+    """``__vfio_pci_memory_enabled()``: no BAR access while the device is in D3hot (EIO);
+    ``vfio_pm_config_write()`` -> ``vfio_pci_set_power_state()``: dmacopy resets on
+    D3hot -> D0 (No_Soft_Reset clear, ``needs_pm_restore``), and the state saved on the way
+    down is restored, so memory decoding and bus mastering survive."""
+    dev = open_device(x86, DMACOPY)
+    enable_bus_master(dev)
+    assert bar_read(dev, 0x000) == 0x444D4143  # DMAC_REG_ID
+    ctrl = 0x80 + R.PCI_PM_CTRL
+    cfg_write(dev, ctrl, 2, 3)
+    expect_errno(errno.EIO, dev.k.pread, dev.fd, 4, BAR0)
+    expect_errno(errno.EIO, dev.k.pwrite, dev.fd, ONES4, BAR0 + 0x008)
+    cfg_write(dev, ctrl, 2, 0)
+    assert dev.hw.memory_enabled and dev.hw.bus_master
+    assert bar_read(dev, 0x000) == 0x444D4143

@@ -355,12 +355,11 @@ def init_pci_cap_basic_perm() -> PermBits:
 def vfio_pm_config_write(vdev: VfioPciDevice, pos: int, count: int, perm: PermBits,
                          offset: int, val: int) -> int:
     """``vfio_pm_config_write()``: the power state bits are trapped and set by the kernel
-    (pci_set_power_state); the model writes the requested state to the device."""
+    (``vfio_lock_and_set_power_state`` -> ``vfio_pci_set_power_state``), which saves the
+    device's state on the way into D3hot and restores it on the way back to D0."""
     count = vfio_default_config_write(vdev, pos, count, perm, offset, val)
     if offset == R.PCI_PM_CTRL:
-        state = val & R.PCI_PM_CTRL_STATE_MASK
-        cur = vfio_user_config_read(vdev, pos, 2)
-        vfio_user_config_write(vdev, pos, (cur & ~R.PCI_PM_CTRL_STATE_MASK) | state, 2)
+        vdev.set_power_state(val & R.PCI_PM_CTRL_STATE_MASK)
     return count
 
 

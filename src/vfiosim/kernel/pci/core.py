@@ -52,6 +52,10 @@ class MmapRegion:
     length: int
 
 
+#: ``pci_power_t`` values the model uses (PMCSR state encoding).
+PCI_D0 = 0
+PCI_D3HOT = 3
+
 #: vfio-pci devices of each machine by name: the kernel's ``vfio_device_set`` lookups (hot
 #: reset affects every device on the bus).
 _DEVICES: weakref.WeakKeyDictionary[Any, dict[str, VfioPciDevice]] = weakref.WeakKeyDictionary()
@@ -104,6 +108,10 @@ class VfioPciDevice:
         self.bar_mmap_supported = [False] * 6
         self.needs_reset = False
         self._saved_state: Any = None
+        # power state (vfio_pci_probe_power_state, vfio_pci_set_power_state)
+        self.needs_pm_restore = False
+        self.pm_save: Any = None
+        self._probe_power_state()
         # runtime PM of the low power features (vfio_pci_core_pm_entry & co)
         self.pm_runtime_engaged = False
         self.pm_wake_eventfd_ctx: Any = None
@@ -142,9 +150,57 @@ class VfioPciDevice:
         return container.backend.msi_address(self.group, doorbell)
 
     def _memory_enabled(self) -> bool:
-        """``__vfio_pci_memory_enabled()``: the *virtual* memory-space bit."""
+        """``__vfio_pci_memory_enabled()``: the device is not in D3hot and the *virtual*
+        memory-space bit is set."""
         cmd = int.from_bytes(self.vconfig[R.PCI_COMMAND:R.PCI_COMMAND + 2], "little")
-        return bool(cmd & R.PCI_COMMAND_MEMORY)
+        return self.current_state() < PCI_D3HOT and bool(cmd & R.PCI_COMMAND_MEMORY)
+
+    # -- power state (vfio_pci_core.c) ----------------------------------------------------------
+
+    def current_state(self) -> int:
+        """``pdev->current_state``: the PMCSR power state (D0 without a PM capability)."""
+        pos = self.hw.find_cap(R.PCI_CAP_ID_PM)
+        if not pos:
+            return PCI_D0
+        return self.hw.cfg_read(pos + R.PCI_PM_CTRL, 2) & R.PCI_PM_CTRL_STATE_MASK
+
+    def _probe_power_state(self) -> None:
+        """``vfio_pci_probe_power_state()``: a device that resets on D3hot -> D0
+        (No_Soft_Reset clear) needs its state restored after it."""
+        pos = self.hw.find_cap(R.PCI_CAP_ID_PM)
+        if pos:
+            pmcsr = self.hw.cfg_read(pos + R.PCI_PM_CTRL, 2)
+            self.needs_pm_restore = not pmcsr & R.PCI_PM_CTRL_NO_SOFT_RESET
+
+    def set_power_state(self, state: int) -> None:
+        """``vfio_pci_set_power_state()`` around ``pci_set_power_state()``: the state is
+        saved on the way into D3hot and restored on the way back to D0 when the device
+        soft-resets (``needs_pm_restore``).  A state the device does not take (D1, D2 on
+        the models) fails, and nothing is saved or restored."""
+        pos = self.hw.find_cap(R.PCI_CAP_ID_PM)
+        if not pos:
+            return
+        cur = self.current_state()
+        if cur == state:
+            return
+        needs_save = needs_restore = False
+        saved = None
+        if self.needs_pm_restore:
+            if cur < PCI_D3HOT <= state:
+                saved = self.hw.save_state()  # pci_save_state()
+                needs_save = True
+            if cur >= PCI_D3HOT and state <= PCI_D0:
+                needs_restore = True
+        pmcsr = self.hw.cfg_read(pos + R.PCI_PM_CTRL, 2)
+        self.hw.cfg_write(pos + R.PCI_PM_CTRL, 2,
+                          (pmcsr & ~R.PCI_PM_CTRL_STATE_MASK) | state)
+        if self.current_state() != state:
+            return  # pci_set_power_state() failed
+        if needs_save:
+            self.pm_save = saved  # pci_store_saved_state()
+        elif needs_restore and self.pm_save is not None:
+            self.hw.restore_state(self.pm_save)  # pci_load_and_free_saved_state + restore
+            self.pm_save = None
 
     def _intx_line(self, level: bool) -> None:
         """The device's INTx line changed (hw ``on_intx`` callback, machine lock held)."""
@@ -261,6 +317,7 @@ class VfioPciDevice:
         triggers go."""
         self._sanitize_close()
         self._runtime_pm_exit()  # vfio_pci_runtime_pm_exit()
+        self.set_power_state(PCI_D0)
         self._pm_suspended = False
         self.pm_intx_masked = False
         hw = self.hw
@@ -512,6 +569,7 @@ class VfioPciDevice:
         its power-on state, the virtual config and the IRQ setup are kept."""
         if not self.reset_works:
             raise kerr(errno.EINVAL)
+        self.set_power_state(PCI_D0)
         self.try_reset_function()
         return 0
 
@@ -587,6 +645,7 @@ class VfioPciDevice:
         for d in devices:
             vdev = registry.get(d.name)
             if vdev is not None:
+                vdev.set_power_state(PCI_D0)  # vfio_pci_set_power_state(vdev, PCI_D0)
                 vdev.try_reset_function()
             else:
                 d.hw.reset()
