@@ -143,6 +143,33 @@ def test_hot_reset_info_bare_header_enospc(x86) -> None:
     assert buf[12:] == b"\xaa" * 12  # nothing past argsz
 
 
+def test_hot_reset_info_enospc_writes_no_device(tmp_path) -> None:
+    """``vfio_pci_ioctl_get_pci_hot_reset_info()`` counts first and, when the devices do not
+    all fit, writes only the header: no partial device array."""
+    from vfiosim import Kernel
+
+    f = tmp_path / "shared-bus.toml"
+    f.write_text(
+        '[machine]\nname = "shared-bus"\niommu = "type1"\n'
+        '[[device]]\nname = "0000:01:00.0"\nmodel = "edu"\ngroup = 1\n'
+        '[[device]]\nname = "0000:01:01.0"\nmodel = "edu"\ngroup = 2\n'
+    )
+    k = Kernel.from_file(f, clock="manual")
+    try:
+        dev = open_device(k, "0000:01:00.0")
+        buf = bytearray(b"\xaa") * 36
+        buf[0:4] = (20).to_bytes(4, "little")
+        expect_errno(errno.ENOSPC, k.ioctl, dev.fd, V.VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, buf)
+        assert struct.unpack_from("<III", buf) == (20, 0, 2)
+        assert buf[12:] == b"\xaa" * 24  # no device entry written
+        buf = hot_reset_info(dev, 28, 36)
+        assert struct.unpack_from("<III", buf) == (28, 0, 2)
+        deps = [V.vfio_pci_dependent_device.from_buffer_copy(buf[o:o + 8]) for o in (12, 20)]
+        assert [(d.group_id, d.bus, d.devfn) for d in deps] == [(1, 1, 0), (2, 1, 8)]
+    finally:
+        k.shutdown()
+
+
 def test_hot_reset_info_argsz(x86) -> None:
     dev = open_device(x86, EDU)
     expect_errno(errno.EINVAL, hot_reset_info, dev, 11, 16)

@@ -581,33 +581,30 @@ class VfioPciDevice:
                 if _parse_bdf(d.name)[:2] == (self.segment, self.bus)]
 
     def ioctl_get_pci_hot_reset_info(self, proc: Process, arg: UserArg) -> int:
-        """``vfio_pci_ioctl_get_pci_hot_reset_info()``: the header (with ``count``) is
-        written before ENOSPC (SPEC §3.7 rule 6)."""
+        """``vfio_pci_ioctl_get_pci_hot_reset_info()``: the affected devices are counted
+        first; when ``argsz`` has no room for all of them only the header (``flags`` 0,
+        ``count``) is written and the call fails with ENOSPC (SPEC §3.7 rule 6), else the
+        device array and then the header."""
         minsz = offsetofend(V.vfio_pci_hot_reset_info, "count")
         hdr = read_struct(arg, V.vfio_pci_hot_reset_info, minsz)
         if hdr.argsz < minsz:
             raise kerr(errno.EINVAL)
         hdr.flags = 0
-        room = (hdr.argsz - sizeof(V.vfio_pci_hot_reset_info)) // sizeof(
-            V.vfio_pci_dependent_device)
-        count = 0
-        written = 0
-        for d in self._bus_devices():
-            count += 1
-            if written >= room:
-                continue
-            seg, bus, devfn = _parse_bdf(d.name)
-            dep = V.vfio_pci_dependent_device()
-            dep.group_id = d.group
-            dep.segment = seg
-            dep.bus = bus
-            dep.devfn = devfn
-            write_struct(arg, dep, sizeof(dep), minsz + written * sizeof(dep))
-            written += 1
-        hdr.count = count
-        write_struct(arg, hdr, minsz)
-        if count > written:
+        devices = self._bus_devices()  # vfio_pci_for_each_slot_or_bus(vfio_pci_count_devs)
+        size = sizeof(V.vfio_pci_dependent_device)
+        if len(devices) > (hdr.argsz - sizeof(V.vfio_pci_hot_reset_info)) // size:
+            hdr.count = len(devices)
+            write_struct(arg, hdr, minsz)
             raise kerr(errno.ENOSPC)
+        data = bytearray()
+        for d in devices:  # vfio_pci_fill_devs()
+            seg, bus, devfn = _parse_bdf(d.name)
+            dep = V.vfio_pci_dependent_device(group_id=d.group, segment=seg, bus=bus,
+                                              devfn=devfn)
+            data += bytes(dep)
+        arg.write(minsz, bytes(data))
+        hdr.count = len(devices)
+        write_struct(arg, hdr, minsz)
         return 0
 
     def ioctl_pci_hot_reset(self, proc: Process, arg: UserArg) -> int:
