@@ -40,6 +40,8 @@ from vfiosim.uapi.vfio import (
     VFIO_GROUP_UNSET_CONTAINER,
     VFIO_IOMMU_MAP_DMA,
     VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL,
+    VFIO_SET_IOMMU,
+    VFIO_TYPE1v2_IOMMU,
 )
 
 VERSIONS = ["v1", "v2"]
@@ -154,6 +156,22 @@ def test_limits_of_the_valid_ranges(version, buf):
         check_consistency(k, backend(k, fd))
         assert dma_unmap(k, fd, APERTURE_LAST + 1 - PAGE, PAGE) == PAGE
         assert dma_unmap(k, fd, MSI_START - PAGE, PAGE) == PAGE
+
+
+def test_reserved_regions_covering_the_aperture_fail_the_attach():
+    """vfio_iommu_type1_attach_group(): vfio_iommu_resv_exclude() answers EINVAL when the
+    group's reserved regions leave no valid IOVA range, so SET_IOMMU fails with it."""
+    with kernel() as k:
+        k.machine.iommu_config["reserved"] = [
+            {"start": 0, "last": MSI_LAST, "type": "reserved"},
+            {"start": MSI_LAST + 1, "last": APERTURE_LAST, "type": "msi"}]
+        fd = k.open("/dev/vfio/vfio", os.O_RDWR)
+        g = k.open(f"/dev/vfio/{k.groups()[0]}", os.O_RDWR)
+        k.ioctl(g, VFIO_GROUP_SET_CONTAINER, ctypes.c_int32(fd))
+        assert errno_of(lambda: k.ioctl(fd, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU)) \
+            == errno.EINVAL
+        assert group_rids(k, 0)  # the group's devices are not left pointing at a domain
+        assert all(k.machine.iommu.domain_of(rid) is None for rid in group_rids(k, 0))
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -208,14 +208,10 @@ class PageTableIommu:
     def __init__(self, machine: Machine | None = None) -> None:
         self.machine = machine
         self.context: dict[int, Domain] = {}  # rid -> domain
-        cfg = getattr(machine, "iommu_config", None) or {}
-        windows: list[tuple[int, int]] = []
-        for r in cfg.get("reserved", ()):
-            start, last, kind = (
-                (r["start"], r["last"], r["type"]) if isinstance(r, dict) else tuple(r)[:3]
-            )
-            if kind == "msi":
-                windows.append((int(start), int(last)))
+        # The [iommu] table's reserved regions of type "msi" ({start, last, type} tables,
+        # validated by machine.py) are the interrupt windows.
+        cfg = machine.iommu_config if machine is not None else {}
+        windows = [(r["start"], r["last"]) for r in cfg.get("reserved", ()) if r["type"] == "msi"]
         #: inclusive (start, last) ranges where device writes are interrupt requests
         self.interrupt_windows: list[tuple[int, int]] = windows or [(X86_MSI_BASE, X86_MSI_LAST)]
         self._ndomains = 0

@@ -92,12 +92,6 @@ DIRTY_BITMAP_SIZE_MAX = ((DIRTY_BITMAP_PAGES_MAX + 63) // 64) * 8  # 0x1000_0000
 #: x86_64 TASK_SIZE_MAX with 4-level paging: the end of the user address space (access_ok()).
 TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE
 
-#: Defaults of the [iommu] machine table (SPEC §2.4) when a key is absent.
-DEFAULT_PGSIZES = 0x4020_1000
-DEFAULT_APERTURE_END = (1 << 48) - 1
-DEFAULT_DMA_ENTRY_LIMIT = 0xFFFF  # U16_MAX
-DEFAULT_RESERVED = ({"start": 0xFEE0_0000, "last": 0xFEEF_FFFF, "type": "msi"},)
-
 
 def DIRTY_BITMAP_BYTES(n: int) -> int:
     """Bytes of a bitmap of ``n`` bits in whole 64-bit words."""
@@ -123,18 +117,6 @@ def verify_bitmap_size(npages: int, bitmap_size: int) -> None:
     if (not npages or not bitmap_size or bitmap_size > DIRTY_BITMAP_SIZE_MAX
             or bitmap_size < DIRTY_BITMAP_BYTES(npages)):
         raise kerr(errno.EINVAL)
-
-
-def reserved_regions(entries: object) -> list[tuple[int, int, str]]:
-    """The [iommu] ``reserved`` entries ({start, last, type} tables, or (start, last, type)
-    triples) as inclusive (start, last, type) triples."""
-    out: list[tuple[int, int, str]] = []
-    for r in entries:  # type: ignore[attr-defined]
-        if isinstance(r, dict):
-            out.append((int(r["start"]), int(r["last"]), str(r["type"])))
-        else:
-            out.append((int(r[0]), int(r[1]), str(r[2])))
-    return out
 
 
 @dataclass(slots=True)
@@ -208,14 +190,16 @@ class Type1Backend(IommuBackend):
         self.machine = machine
         self.v2 = v2
         self.nesting = nesting
-        cfg = getattr(machine, "iommu_config", None) or {}
-        self.pgsize_bitmap: int = int(cfg.get("pgsizes", DEFAULT_PGSIZES))
-        self.aperture_end: int = int(cfg.get("aperture_end", DEFAULT_APERTURE_END))
-        self.dma_entry_limit: int = int(cfg.get("dma_entry_limit", DEFAULT_DMA_ENTRY_LIMIT))
-        #: each group's reserved regions (iommu_get_group_resv_regions()): inclusive
-        #: (start, last, type); on x86 the MSI window of every device (IOMMU_RESV_MSI)
-        self.reserved: list[tuple[int, int, str]] = reserved_regions(
-            cfg.get("reserved", DEFAULT_RESERVED))
+        # The [iommu] machine table, defaults filled in by machine.py (SPEC §2.4).
+        cfg = machine.iommu_config
+        self.pgsize_bitmap: int = cfg["pgsizes"]
+        self.aperture_end: int = cfg["aperture_end"]  # the domain's geometry.aperture_end
+        #: the dma_entry_limit module parameter, read at open (vfio_iommu_type1_open())
+        self.dma_entry_limit: int = cfg["dma_entry_limit"]
+        #: each group's reserved regions (iommu_get_group_resv_regions()), inclusive (start,
+        #: last): on x86 the MSI window (IOMMU_RESV_MSI).  The machine format has no
+        #: IOMMU_RESV_DIRECT_RELAXABLE region, the one type the kernel leaves valid.
+        self.reserved: list[tuple[int, int]] = [(r["start"], r["last"]) for r in cfg["reserved"]]
         # The profile is fixed for the machine's life: the §2.7 rows this backend forks on.
         profile = machine.profile
         self._before_5_12 = profile.before("5.12")  # §2.7 #8
@@ -327,26 +311,23 @@ class Type1Backend(IommuBackend):
             return True
         return any(lo <= start and last <= hi for lo, hi in self.iova_list)
 
-    def _compute_iova_list(self) -> list[tuple[int, int]]:
-        """The aperture minus every attached group's reserved regions (SPEC §5.5): what
-        vfio_iommu_aper_resize() and vfio_iommu_resv_exclude() leave."""
-        if not self.groups:
-            return []
+    def _iova_list_of_a_group(self) -> list[tuple[int, int]]:
+        """The valid ranges with a group attached (SPEC §5.5): the aperture, as
+        vfio_iommu_aper_resize() sets it, minus the group's reserved regions, as
+        vfio_iommu_resv_exclude() cuts them.  Every group of the machine has the same
+        regions, so a second group leaves the list as it is."""
         ranges = [(0, self.aperture_end)]
-        for _group in self.groups:
-            for lo, last, kind in self.reserved:
-                if kind == "direct-relaxable":  # IOMMU_RESV_DIRECT_RELAXABLE stays valid
+        for lo, last in self.reserved:
+            out: list[tuple[int, int]] = []
+            for a, b in ranges:
+                if last < a or lo > b:
+                    out.append((a, b))
                     continue
-                out: list[tuple[int, int]] = []
-                for a, b in ranges:
-                    if last < a or lo > b:
-                        out.append((a, b))
-                        continue
-                    if a < lo:
-                        out.append((a, lo - 1))
-                    if last < b:
-                        out.append((last + 1, b))
-                ranges = out
+                if a < lo:
+                    out.append((a, lo - 1))
+                if last < b:
+                    out.append((last + 1, b))
+            ranges = out
         return ranges
 
     # ------------------------------------------------------------------------------------
@@ -368,22 +349,26 @@ class Type1Backend(IommuBackend):
     def attach_group(self, group: Group) -> None:
         """vfio_iommu_type1_attach_group(): program every device's context entry to the
         container's domain and shrink the valid IOVA list by the group's reserved regions."""
-        if group in self.groups:
+        if group in self.groups:  # "Check for duplicates"
             raise kerr(errno.EINVAL)
         if self.nesting:
             # iommu_enable_nesting() fails: the x86 drivers have no nesting (Appendix A #8).
             raise kerr(errno.EINVAL)
-        # vfio_iommu_aper_conflict(): a mapping outside the new aperture.
-        if self.dma_list and self.dma_list.peekitem(-1)[1].end - 1 > self.aperture_end:
+        # vfio_iommu_aper_conflict(): with a valid list, a mapping outside the new aperture.
+        if self.iova_list and self.dma_list \
+                and self.dma_list.peekitem(-1)[1].end - 1 > self.aperture_end:
             raise kerr(errno.EINVAL)
         # vfio_iommu_resv_conflict(): a mapping over a reserved region (SPEC §5.3).
-        for lo, last, kind in self.reserved:
-            if kind != "direct-relaxable" and self.find_dma(lo, last - lo + 1) is not None:
+        for lo, last in self.reserved:
+            if self.find_dma(lo, last - lo + 1) is not None:
                 raise kerr(errno.EINVAL)
+        iova_copy = self._iova_list_of_a_group()
+        if not iova_copy:  # vfio_iommu_resv_exclude(): nothing valid is left
+            raise kerr(errno.EINVAL)
         for dev in group.devices:
             self.machine.iommu.attach(dev.rid, self.domain)
         self.groups.append(group)
-        self.iova_list = self._compute_iova_list()
+        self.iova_list = iova_copy  # vfio_iommu_iova_insert_copy()
 
     def detach_group(self, group: Group) -> None:
         """vfio_iommu_type1_detach_group(): clear the context entries; when the last group
@@ -396,7 +381,8 @@ class Type1Backend(IommuBackend):
         self.groups.remove(group)
         if not self.groups:
             self.unmap_unpin_all()
-        self.iova_list = self._compute_iova_list()
+            # The container releases the backend next (SPEC §4.6): no list to keep.
+            self.iova_list = []
 
     def release(self) -> None:
         """vfio_iommu_type1_release(): every mapping goes, tracking ends."""
