@@ -1,16 +1,21 @@
 """Property tests: random SET_ATTR / MAP / UNMAP / MSI-bank sequences against a reference
-model of the windows (SPEC §6.3, §6.5–§6.8, §7.3–§7.4).
+model of the windows (SPEC §6.3, §6.5–§6.8, §7.2–§7.4).
 
 The model below is written from the SPEC, not from the backend: per window it knows what a
-client can infer (free, DMA with vaddr and permissions, MSI bank).  After every call the test
-compares the errno or result, GET_ATTR, GET_INFO, the backend's window table and mapping list,
-the SPAACT usage, locked_vm, and -- through hw/pamu.py's translation of the real PAACE/SPAACE
-words -- what a device of the group would reach at every window.
+client can infer (free, DMA with vaddr and permissions, MSI bank), and which stash id the
+entries must carry.  After every call the test compares the errno or result, GET_ATTR,
+GET_INFO, the backend's window table and mapping list, the SPAACT usage, locked_vm, the PAACE
+and SPAACE words decoded with the field layout of SPEC §7.2 and checked against the §7.3
+formulas (WBA, WSE, MW, WCE, fspi, PT, LIODN, V, AP, ATM, SWSE, TWBA, CID), and -- through
+hw/pamu.py's translation of those words -- what a device of the group would reach at every
+window.  Malformed calls (misaligned or empty ranges, MSI banks off a window start) check
+that the EINVAL rules come before the EBUSY/ENODEV ones and change nothing.
 """
 
 from __future__ import annotations
 
 import errno
+import struct
 from dataclasses import dataclass, field
 
 import pytest
@@ -28,6 +33,7 @@ from pamu_helpers import (
 )
 
 from vfiosim import Kernel
+from vfiosim.hw.pamu import PAACE_SIZE, decode_paace
 
 PAGE = 4096
 R, W = 1, 2
@@ -48,6 +54,7 @@ class Model:
 
     mode: str
     msiir: list[int]
+    preset: str
     start: int = 0
     end: int = APERTURE_MAX
     geom_set: bool = False
@@ -55,6 +62,8 @@ class Model:
     wins: dict[int, Win] = field(default_factory=dict)
     enabled: bool = False
     next_mid: int = 1
+    stash_attr: tuple[int, int] = (0, 0)  # what GET PAMU_STASH returns
+    stash_cid: int | None = None  # the CID every entry carries once WINDOWS is set
 
     @property
     def banks(self) -> int:
@@ -139,6 +148,25 @@ class Model:
         self.wins[win] = Win("msi", prot, bank=bank)
         return 0
 
+    def map_bank_off(self, bank: int) -> int:
+        """MAP_MSI_BANK at an iova that is not the start of a window."""
+        if self.mode == "auto":
+            return errno.ENOTTY
+        if bank >= self.banks:
+            return errno.ENODEV
+        return errno.EINVAL
+
+    def stash(self, cpu: int, cache: int) -> int:
+        """SPEC §6.3 PAMU_STASH: cache, then cpu, then WINDOWS.  The kernel stores the
+        attribute and its stash id before judging them (configure_domain_stash), so GET
+        returns the last request and a request refused only for want of WINDOWS is
+        programmed when WINDOWS is set."""
+        self.stash_attr = (cpu, cache)
+        self.stash_cid = stash_id(self.preset, cpu, cache)
+        if self.stash_cid is None or not self.count:
+            return errno.EINVAL
+        return 0
+
     def unmap_bank(self, win: int) -> int:
         if self.mode == "auto":
             return errno.ENOTTY
@@ -166,6 +194,24 @@ class Model:
         return out
 
 
+def stash_id(preset: str, cpu: int, cache: int) -> int | None:
+    """The stash id of {cpu, cache}, None when the request is refused (SPEC §6.3).
+
+    Ids as u-boot writes ``cache-stash-id`` (arch/powerpc/cpu/mpc85xx/fdt.c:
+    ``ft_fixup_cache`` L1 = reg·2 + 32, ``ft_fixup_l2cache`` L2 = reg·2 + 33 on e500mc and
+    reg/4 + 33 for the first thread of each 8-thread e6500 cluster, ``ft_fixup_l3cache``
+    L3 = 1); e6500 cpu nodes have reg = <2c 2c+1>.  t4240: erratum A-007907, L1 → L2.
+    """
+    cpus = 8 if preset == "p4080" else 24
+    if cache not in (1, 2, 3) or not 0 <= cpu < cpus:
+        return None
+    if cache == 3:
+        return 1
+    if preset == "p4080":
+        return 32 + 2 * cpu + (cache == 2)
+    return 33 + (cpu - cpu % 8) // 4  # every t4240 request lands in the cluster's L2
+
+
 # ---------------------------------------------------------------------------------------------
 # strategies
 
@@ -178,6 +224,13 @@ maps = st.tuples(st.just("map"), st.tuples(small, st.integers(1, 4),
 unmaps = st.tuples(st.just("unmap"), st.tuples(small, st.integers(1, 6)))
 banks = st.tuples(st.just("map_bank"), st.tuples(st.integers(0, 4), st.integers(0, 20),
                                                  st.sampled_from([R, W, R | W])))
+#: Malformed ranges: iova off a window boundary, size not a whole number of windows, size 0.
+bad_maps = st.tuples(st.just("map_bad"), st.tuples(small, st.integers(1, 3),
+                                                  st.sampled_from(["iova", "size", "zero"])))
+bad_unmaps = st.tuples(st.just("unmap_bad"), st.tuples(small, st.integers(1, 3),
+                                                      st.sampled_from(["iova", "size", "zero"])))
+stashes = st.tuples(st.just("stash"), st.tuples(st.sampled_from([0, 1, 7, 8, 9, 23, 24]),
+                                                st.sampled_from([0, 1, 2, 3, 4])))
 OPS = {
     "geometry": st.tuples(st.just("geometry"), geometries),
     "windows": st.tuples(st.just("windows"),
@@ -186,10 +239,16 @@ OPS = {
     "unmap": unmaps,
     "map_bank": banks,
     "unmap_bank": st.tuples(st.just("unmap_bank"), st.integers(0, 20)),
+    "map_bank_off": st.tuples(st.just("map_bank_off"), st.tuples(st.integers(0, 4),
+                                                                 st.integers(0, 20))),
+    "map_bad": bad_maps,
+    "unmap_bad": bad_unmaps,
+    "stash": stashes,
 }
 #: Weighted: mostly maps and unmaps, now and then a reconfiguration.
-ops = st.sampled_from(["geometry", "windows"] + ["map"] * 8 + ["unmap"] * 5
-                      + ["map_bank"] * 3 + ["unmap_bank"] * 2).flatmap(OPS.__getitem__)
+ops = st.sampled_from(["geometry", "windows", "stash", "map_bad", "unmap_bad", "map_bank_off"]
+                      + ["map"] * 8 + ["unmap"] * 5 + ["map_bank"] * 3 + ["unmap_bank"] * 2
+                      ).flatmap(OPS.__getitem__)
 #: Most sequences start from a configured container, so that maps and unmaps get going.
 configured = st.tuples(
     st.tuples(st.just("geometry"), st.builds(
@@ -203,7 +262,7 @@ sequences = st.builds(lambda a, b: a + b, prefixes, st.lists(ops, min_size=3, ma
 
 
 CONFIGS = [("p4080", "auto", P4080_MSIIR), ("p4080", "explicit", P4080_MSIIR),
-           ("t4240", "auto", T4240_MSIIR)]
+           ("t4240", "auto", T4240_MSIIR), ("t4240", "explicit", T4240_MSIIR)]
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +283,7 @@ def test_random_sequences_agree_with_model(buf: Buffer, preset: str, mode: str,
     try:
         k.process.cap_ipc_lock = True
         p = open_pamu(k)
-        model = Model(mode, msiir)
+        model = Model(mode, msiir, preset)
         free0 = k.machine.pamu.spaace_free_count()
         for op, arg in seq:
             want, got = run(p, model, op, arg, buf)
@@ -266,6 +325,25 @@ def run(p: Pamu, m: Model, op: str, arg, buf: Buffer):  # noqa: ANN001, ANN201
     if op == "map_bank":
         bank, win, prot = arg
         return m.map_bank(bank, win, prot), call(p.map_msi_bank, bank, m.start + win * ws, prot)
+    if op == "map_bank_off":
+        bank, win = arg
+        return m.map_bank_off(bank), call(p.map_msi_bank, bank, m.start + win * ws + ws // 2)
+    if op in ("map_bad", "unmap_bad"):
+        # SPEC §6.5 rule 5 / §6.6 rule 4: EINVAL, before any overlap or range rule.
+        first, nwin, kind = arg
+        iova, size = m.start + first * ws, nwin * ws
+        if kind == "iova":
+            iova += ws // 2
+        elif kind == "size":
+            size += ws // 2
+        else:
+            size = 0
+        if op == "map_bad":
+            return errno.EINVAL, call(p.map_dma, buf.addr, iova, size, R | W)
+        return errno.EINVAL, call(p.unmap_dma, iova, size)
+    if op == "stash":
+        cpu, cache = arg
+        return m.stash(cpu, cache), call(p.set_stash, cpu, cache)
     assert op == "unmap_bank"
     return m.unmap_bank(arg), call(p.unmap_msi_bank, m.start + arg * ws)
 
@@ -277,6 +355,7 @@ def check(p: Pamu, m: Model, buf: Buffer, free0: int) -> None:
     assert p.windows() == (m.count or 256)
     assert b.enabled == m.enabled
     assert (p.paace(1)["v"] == 1) == m.enabled
+    assert p.stash() == m.stash_attr
     assert k.machine.pamu.spaace_free_count() == free0 - (m.count - 1 if m.count > 1 else 0)
     ndma = sum(1 for w in m.wins.values() if w.kind == "dma")
     assert k.machine.locked_vm.get(k.process.pid, 0) == (ndma * m.ws if m.count else 0)
@@ -300,6 +379,7 @@ def check(p: Pamu, m: Model, buf: Buffer, free0: int) -> None:
     # every window, or a sample of them for large counts
     ks = range(m.count) if m.count <= 32 else sorted({0, 1, m.count - 1, m.count - 2,
                                                       m.count - 3, m.count - 4} | set(m.wins))
+    check_entries(p, m, ks)
     for kw in ks:
         row = table[kw]
         iova = m.start + kw * m.ws
@@ -331,3 +411,52 @@ def check(p: Pamu, m: Model, buf: Buffer, free0: int) -> None:
             assert b.msi_address(None, addr) == min(
                 m.start + j * m.ws for j, x in m.wins.items()
                 if x.kind == "msi" and x.bank == w.bank) + (addr & 0xFFF)
+
+
+def log2(n: int) -> int:
+    return n.bit_length() - 1
+
+
+def check_entries(p: Pamu, m: Model, ks: range | list[int]) -> None:
+    """The PAACE of the group's LIODN and the SPAACEs of windows ``ks``, decoded with the
+    field layout of SPEC §7.2 and compared with the §7.3 formulas."""
+    pamu = p.machine.pamu
+    liodn = p.liodn(1)
+    pp = decode_paace(pamu.pamu_get_ppaace(liodn).words(), secondary=False)
+    assert pp["pt"] == 0 and pp["v"] == int(m.enabled)
+    assert pp["wba"] == m.start
+    entries: dict[int, dict] = {0: pp}
+    if m.count > 1:
+        # WINDOWS = n > 1: WSE the aperture, MW 1, WCE = log2(n) - 1, n - 1 SPAACEs at fspi
+        assert (pp["wse"], pp["mw"], pp["wce"]) == (log2(m.size) - 1, 1, log2(m.count) - 1)
+        for kw in ks:
+            if kw:
+                base = (pp["fspi"] + kw - 1) * PAACE_SIZE
+                words = struct.unpack_from(">8I", pamu.spaact, base)
+                entries[kw] = e = decode_paace(words, secondary=True)
+                assert e["pt"] == 1 and e["liodn"] == liodn
+    else:
+        assert pp["mw"] == 0
+        if 0 not in m.wins:
+            assert pp["wse"] == log2(m.size) - 1
+    for kw, e in entries.items():
+        w = m.wins.get(kw)
+        # window valid: k = 0 primary AP != denied, k > 0 SPAACE V = 1 (SPEC §7.4 rule 3)
+        assert (e["ap"] != 0 if kw == 0 else e["v"] == 1) == (w is not None), kw
+        if m.stash_cid is not None:
+            assert e["cid"] == m.stash_cid, kw
+        if m.count > 1:
+            assert e["atm"] == 1  # window translation, configured or not
+        if w is None:
+            continue
+        assert e["ap"] == w.prot  # IOMMU_READ -> query 1, IOMMU_WRITE -> update 2
+        mapped = m.ws if w.kind == "dma" else PAGE
+        if m.count > 1:
+            assert e["swse"] == log2(mapped) - 1
+        else:  # one window: the primary's WSE is the mapped size
+            assert pp["wse"] == log2(mapped) - 1 and pp["atm"] == 1
+        if w.kind == "dma":
+            assert e["twba"] % mapped == 0  # naturally aligned (SPEC §10.3)
+            assert p.machine.bus.lookup(e["twba"]) == (p.k.process.mm, w.vaddr)
+        else:
+            assert e["twba"] == m.msiir[w.bank] & ~0xFFF
