@@ -50,8 +50,6 @@ ALL_VIRT = 0xFFFF_FFFF
 NO_WRITE = 0
 ALL_WRITE = 0xFFFF_FFFF
 
-# pci_regs.h names uapi/pci_regs.py does not carry yet; the uapi value wins once it does.
-
 ReadFn = Callable[["VfioPciDevice", int, int, "PermBits", int], int]
 WriteFn = Callable[["VfioPciDevice", int, int, "PermBits", int, int], int]
 
@@ -222,6 +220,8 @@ def vfio_bar_fixup(vdev: VfioPciDevice) -> None:
     plus the type flags; the upper half of a 64-bit BAR keeps the upper mask.  The ROM BAR of
     a device without ROM reads 0.
     """
+    if not vdev.bardirty:
+        return
     i = 0
     while i < 6:
         off = R.PCI_BASE_ADDRESS_0 + 4 * i

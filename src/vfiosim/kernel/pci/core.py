@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vfiosim.kernel import sanitizer as san
+from vfiosim.kernel.caps import fixed_part_size
 from vfiosim.kernel.pci import config as cfg
 from vfiosim.kernel.pci import intrs
 from vfiosim.kernel.uaccess import PAGE_SIZE, Process, UserArg, kerr, read_struct, write_struct
@@ -464,11 +465,9 @@ class VfioPciDevice:
             out.flags |= V.VFIO_DEVICE_FLAGS_RESET
         out.num_regions = V.VFIO_PCI_NUM_REGIONS
         out.num_irqs = V.VFIO_PCI_NUM_IRQS
-        if self.profile.before("6.6"):
-            capsz = offsetofend(V.vfio_device_info, "cap_offset")
-            n = capsz if argsz >= capsz else minsz
-        else:
-            n = min(argsz, sizeof(V.vfio_device_info))
+        n = fixed_part_size(self.profile, argsz, minsz,
+                            offsetofend(V.vfio_device_info, "cap_offset"),
+                            sizeof(V.vfio_device_info))
         write_struct(arg, out, n)
         return 0
 
@@ -519,10 +518,11 @@ class VfioPciDevice:
         return 0
 
     def get_irq_count(self, irq_type: int) -> int:
-        """``vfio_pci_get_irq_count()``, read from the device's config space."""
+        """``vfio_pci_get_irq_count()``: INTx from the virtual pin register, MSI/MSI-X from
+        the device's capabilities."""
         hw = self.hw
         if irq_type == V.VFIO_PCI_INTX_IRQ_INDEX:
-            return 1 if self.intx_pin() else 0
+            return 1 if self.vconfig[R.PCI_INTERRUPT_PIN] else 0  # the virtual pin
         if irq_type == V.VFIO_PCI_MSI_IRQ_INDEX:
             pos = hw.find_cap(R.PCI_CAP_ID_MSI)
             if pos:
