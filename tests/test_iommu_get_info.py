@@ -111,6 +111,24 @@ def test_dma_avail_and_ranges_follow_the_state():
         assert struct.unpack_from("<I", caps[3].body)[0] == 65531
 
 
+def test_sub_page_sizes_are_hidden():
+    """vfio_update_pgsize_bitmap(): an IOMMU page size below PAGE_SIZE is hidden and PAGE_SIZE
+    reported instead, so iova_pgsizes, MIGRATION's pgsize and the alignment rule use 4 KiB."""
+    with kernel() as k:
+        k.machine.iommu_config["pgsizes"] = 0x20_0000 | 0x800 | 0x200
+        fd = type1_container(k, "v2")
+        info = get_info(k, fd, 4096)
+        assert struct.unpack_from("<Q", info, 8)[0] == 0x20_0000 | PAGE
+        caps = {c.id: c for c in walk_chain(info, 24, 4096)}
+        assert struct.unpack_from("<IIQ", caps[2].body)[2] == PAGE  # MIGRATION pgsize_bitmap
+        b = Buf(2 * PAGE)
+        try:
+            assert errno_of(lambda: dma_map(k, fd, b.va, 0x800, PAGE)) == errno.EINVAL
+            assert errno_of(lambda: dma_map(k, fd, b.va, PAGE, PAGE)) == 0
+        finally:
+            b.close()
+
+
 def test_trailing_bytes_are_not_read():
     """§3.7 rule 2: bytes 16..argsz are input garbage, never read: the answer is the same."""
     with kernel() as k:

@@ -6,11 +6,14 @@ SET_IOMMU), §5 (MAP_DMA, UNMAP_DMA, GET_INFO, valid IOVA ranges, DIRTY_PAGES), 
 
 Constraints of the model, before the code:
 
-* ``pgsize`` is the smallest page size of the container's ``iova_pgsizes`` (4 KiB on x86):
-  every ``iova``, ``vaddr`` and ``size`` is a multiple of it.
+* ``pgsize`` is the smallest page size of the container's ``iova_pgsizes`` (4 KiB on x86;
+  sizes below PAGE_SIZE are reported as PAGE_SIZE): every ``iova``, ``vaddr`` and ``size`` is
+  a multiple of it.
 * A mapping (``struct vfio_dma``) is ``{iova, size, vaddr, prot, owner}``; mappings never
   overlap and are never merged.  They live in a sorted dict keyed by IOVA: finding, inserting
   and removing one is O(log n), so MAP_DMA costs the same at 1,000 and at 65,535 mappings.
+  Profiles before 5.12 also keep them in the kernel's red-black tree (kernel/rbtree.py),
+  because there the UNMAP_DMA walk follows the tree's shape (see dma_do_unmap()).
 * At most ``dma_entry_limit`` mappings (65535, the module parameter's default ``U16_MAX``).
 * User memory is real: MAP_DMA checks that ``[vaddr, vaddr + size)`` is mapped in the caller
   (writable when the device may write), pins it to simulated frames (``machine.bus.pin``) and
@@ -111,6 +114,15 @@ def access_ok(addr: int, size: int) -> bool:
     return addr + size <= TASK_SIZE_MAX
 
 
+def update_pgsize_bitmap(domain_pgsizes: int) -> int:
+    """vfio_update_pgsize_bitmap(): the domain's page sizes, with any size below PAGE_SIZE
+    hidden and PAGE_SIZE reported instead (pinning works in whole pages)."""
+    page_mask = ~(PAGE_SIZE - 1)
+    if domain_pgsizes & ~page_mask:
+        return (domain_pgsizes & page_mask) | PAGE_SIZE
+    return domain_pgsizes
+
+
 def verify_bitmap_size(npages: int, bitmap_size: int) -> None:
     """verify_bitmap_size(): EINVAL unless the bitmap is non-empty, at most
     DIRTY_BITMAP_SIZE_MAX and large enough for ``npages`` bits."""
@@ -128,7 +140,7 @@ class VfioDma:
     vaddr: int
     prot: int  # IOMMU_READ | IOMMU_WRITE
     owner: int  # tgid of the process that mapped it (dma->task)
-    lock_cap: bool  # capable(CAP_IPC_LOCK) at map time
+    lock_cap: bool  # capable(CAP_IPC_LOCK) at map time (model: no RLIMIT_MEMLOCK applied)
     phys: list[tuple[int, int]]  # the pinned frames, merged into physically contiguous runs
     node: RbNode[VfioDma] | None = None  # its place in the rb-tree (profiles before 5.12)
 
@@ -192,7 +204,7 @@ class Type1Backend(IommuBackend):
         self.nesting = nesting
         # The [iommu] machine table, defaults filled in by machine.py (SPEC §2.4).
         cfg = machine.iommu_config
-        self.pgsize_bitmap: int = cfg["pgsizes"]
+        self.pgsize_bitmap: int = update_pgsize_bitmap(cfg["pgsizes"])
         self.aperture_end: int = cfg["aperture_end"]  # the domain's geometry.aperture_end
         #: the dma_entry_limit module parameter, read at open (vfio_iommu_type1_open())
         self.dma_entry_limit: int = cfg["dma_entry_limit"]
