@@ -225,3 +225,21 @@ def test_unmap_bitmap_in_rb_tree_order_before_5_12(kver, bits):
             check_consistency(k, backend(k, fd))
     finally:
         b.close()
+
+
+def test_unmap_bitmap_pgsize_0_shifts_by_nothing():
+    """vfio_iommu_type1_unmap_dma(): ``unmap.size >> __ffs(bitmap.pgsize)`` with pgsize 0 is
+    ``size >> 64`` on x86 (TZCNT gives 64, SHR masks the count to 0): the bitmap is checked
+    against ``size`` pages, and a range that wraps then fails at the wrap (EOVERFLOW on
+    6.18), not with EINVAL at verify_bitmap_size()."""
+    with kernel(kernel="6.18") as k:
+        fd = type1_container(k, "v2")
+        assert dirty(k, fd, START) == 0
+        bm = Bitmap(2 * PAGE // 64)  # 2 * PAGE bits: room for size >> 0 pages
+        top = U64_MAX + 1 - PAGE
+        assert unmap_dirty(k, fd, top, 2 * PAGE, bm.addr, bm.size, pgsize=0)[0] \
+            == errno.EOVERFLOW
+        # too small for size >> 0 pages: EINVAL at verify_bitmap_size()
+        assert unmap_dirty(k, fd, top, 2 * PAGE, bm.addr, 8, pgsize=0)[0] == errno.EINVAL
+        # passing verify_bitmap_size(), pgsize 0 still is not the IOMMU page size
+        assert unmap_dirty(k, fd, 0, PAGE, bm.addr, bm.size, pgsize=0)[0] == errno.EINVAL
