@@ -243,3 +243,24 @@ def test_unmap_bitmap_pgsize_0_shifts_by_nothing():
         assert unmap_dirty(k, fd, top, 2 * PAGE, bm.addr, 8, pgsize=0)[0] == errno.EINVAL
         # passing verify_bitmap_size(), pgsize 0 still is not the IOMMU page size
         assert unmap_dirty(k, fd, 0, PAGE, bm.addr, bm.size, pgsize=0)[0] == errno.EINVAL
+
+
+@pytest.mark.parametrize("kver,expect", [("6.3", errno.EINVAL), ("6.4", errno.EFAULT),
+                                         ("6.11", errno.EFAULT), ("6.12", errno.EINVAL)])
+def test_bitmap_above_task_size_max(kver, expect):
+    """x86_64 access_ok(): from 6.4 to 6.11 valid_user_address() only asks for the lower half
+    of the address space, so a bitmap at 2^47 passes the check (EINVAL elsewhere) and the
+    write of the first word fails with EFAULT; 6.12 compares with USER_PTR_MAX again."""
+    b = Buf(PAGE)
+    try:
+        with kernel(kernel=kver) as k:
+            fd = type1_container(k, "v2")
+            dma_map(k, fd, b.va, PAGE, PAGE)
+            assert dirty(k, fd, START) == 0
+            assert get_bitmap(k, fd, 0, 64 * PAGE, 1 << 47, 8) == expect
+            assert unmap_dirty(k, fd, 0, 64 * PAGE, 1 << 47, 8)[0] == expect
+            # nothing mapped in the range: nothing is written, so 6.4-6.11 succeed
+            ok = 0 if expect == errno.EFAULT else errno.EINVAL
+            assert unmap_dirty(k, fd, 0x100_0000, PAGE, 1 << 47, 8)[0] == ok
+    finally:
+        b.close()

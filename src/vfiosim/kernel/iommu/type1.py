@@ -94,6 +94,9 @@ DIRTY_BITMAP_SIZE_MAX = ((DIRTY_BITMAP_PAGES_MAX + 63) // 64) * 8  # 0x1000_0000
 
 #: x86_64 TASK_SIZE_MAX with 4-level paging: the end of the user address space (access_ok()).
 TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE
+#: The highest address access_ok() lets a range end at from 6.4 to 6.11, where
+#: valid_user_address(x) was ``(long)x >= 0``: the whole lower half.
+LONG_MAX = (1 << 63) - 1
 
 
 def DIRTY_BITMAP_BYTES(n: int) -> int:
@@ -115,9 +118,11 @@ def _shr(x: int, n: int) -> int:
     return x >> (n & 63)
 
 
-def access_ok(addr: int, size: int) -> bool:
-    """access_ok() on x86_64: ``[addr, addr + size)`` lies below TASK_SIZE_MAX."""
-    return addr + size <= TASK_SIZE_MAX
+def access_ok(addr: int, size: int, user_ptr_max: int = TASK_SIZE_MAX) -> bool:
+    """access_ok() on x86_64 (__access_ok(), arch/x86/include/asm/uaccess_64.h): ``addr +
+    size`` does not carry and is at most ``user_ptr_max`` -- TASK_SIZE_MAX, except from 6.4
+    to 6.11 (approximate), where it was LONG_MAX (:attr:`Type1Backend.user_ptr_max`)."""
+    return addr + size <= user_ptr_max
 
 
 def update_pgsize_bitmap(domain_pgsizes: int) -> int:
@@ -223,6 +228,10 @@ class Type1Backend(IommuBackend):
         self._before_5_12 = profile.before("5.12")  # §2.7 #8
         self._before_6_0 = profile.before("6.0")  # §2.7 #6
         self._before_6_18 = profile.before("6.18")  # §2.7 #18-21
+        #: access_ok()'s bound: the sign-bit test of valid_user_address() from 6.4 (the LAM
+        #: rework) until USER_PTR_MAX (= TASK_SIZE_MAX) in 6.12 [kernel; not in SPEC §2.7]
+        self.user_ptr_max = LONG_MAX if not profile.before("6.4") and profile.before("6.12") \
+            else TASK_SIZE_MAX
         self.groups: list[Group] = []
         #: vfio_iommu.dma_list: iova -> VfioDma
         self.dma_list: SortedDict = SortedDict()
@@ -574,7 +583,7 @@ class Type1Backend(IommuBackend):
             if unmap.argsz < minsz + sizeof(vfio_bitmap):
                 raise kerr(errno.EINVAL)
             bitmap = read_struct(arg, vfio_bitmap, sizeof(vfio_bitmap), offset=minsz)
-            if not access_ok(bitmap.data, bitmap.size):
+            if not access_ok(bitmap.data, bitmap.size, self.user_ptr_max):
                 raise kerr(errno.EINVAL)
             pgshift = _ffs(bitmap.pgsize)
             verify_bitmap_size(_shr(unmap.size, pgshift), bitmap.size)
@@ -751,7 +760,7 @@ class Type1Backend(IommuBackend):
                 raise kerr(errno.EINVAL)
             if iova + size - 1 > U64_MAX:
                 raise kerr(errno.EOVERFLOW)
-        if not access_ok(rng.bitmap.data, rng.bitmap.size):
+        if not access_ok(rng.bitmap.data, rng.bitmap.size, self.user_ptr_max):
             raise kerr(errno.EINVAL)
         pgshift = _ffs(rng.bitmap.pgsize)
         verify_bitmap_size(_shr(size, pgshift), rng.bitmap.size)
