@@ -441,8 +441,13 @@ def check_entries(p: Pamu, m: Model, ks: range | list[int]) -> None:
             assert pp["wse"] == log2(m.size) - 1
     for kw, e in entries.items():
         w = m.wins.get(kw)
-        # window valid: k = 0 primary AP != denied, k > 0 SPAACE V = 1 (SPEC §7.4 rule 3)
-        assert (e["ap"] != 0 if kw == 0 else e["v"] == 1) == (w is not None), kw
+        if kw == 0 and m.count == 1 and w is None:
+            # §7.3 WINDOWS = 1: disabling the window of an enabled domain clears the LIODN's
+            # V and leaves AP as it was
+            assert pp["v"] == 0 or pp["ap"] == 0
+        else:
+            # window valid: k = 0 primary AP != denied, k > 0 SPAACE V = 1 (§7.4 rule 3)
+            assert (e["ap"] != 0 if kw == 0 else e["v"] == 1) == (w is not None), kw
         if m.stash_cid is not None:
             assert e["cid"] == m.stash_cid, kw
         if m.count > 1:

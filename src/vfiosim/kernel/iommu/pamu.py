@@ -76,6 +76,7 @@ def is_power_of_2(n: int) -> bool:
 
 
 def ilog2(n: int) -> int:
+    """ilog2() (include/linux/log2.h) of a positive integer: the index of its top bit."""
     return n.bit_length() - 1
 
 
@@ -99,10 +100,12 @@ class FslDmaDomain:
     Every method raises ``kerr(...)`` where the kernel function returns ``-E...``.
     """
 
-    def __init__(self, pamu: Pamu, max_subwin_cnt: int, paace_entries: int) -> None:
+    def __init__(self, pamu: Pamu) -> None:
         self.pamu = pamu
+        # pamu_get_max_subwin_cnt(): 1 << (1 + PC3.MWCE); PAACE_NUMBER_ENTRIES: the PAACT size
+        max_subwin_cnt = pamu.pamu_get_max_subwin_cnt()
         self.max_subwin_cnt = max_subwin_cnt
-        self.paace_entries = paace_entries
+        self.paace_entries = pamu.paact_entries
         # fsl_pamu_domain_init(): default geometry, the whole 36-bit space.
         self.aperture_start = 0
         self.aperture_end = (1 << 36) - 1
@@ -125,6 +128,7 @@ class FslDmaDomain:
             raise kerr(-ret)
 
     def subwin_size(self) -> int:
+        """``geom_size >> ilog2(win_cnt)``: the window size (fsl_pamu_window_enable)."""
         return self.geom_size >> ilog2(self.win_cnt)
 
     # -- per-LIODN programming (pamu_set_liodn, map_liodn, update_liodn) ---------------------
@@ -423,15 +427,10 @@ class PamuBackend(IommuBackend):
         opts = machine.options
         self.auto = opts.msi_mode == "auto"
         self.swallow = bool(opts.sdk_swallow_errors) and not self.auto
-        cfg = machine.pamu_config
-        self.cpus = int(cfg["cpus"])
         self.pamu: Pamu = machine.pamu
+        self.cpus = self.pamu.num_cpus  # [decision D4] the CPUs a stash request may name
         self.msi = machine.msi
-        self.domain = FslDmaDomain(
-            self.pamu,
-            int(cfg.get("max_subwindows", self.pamu.pamu_get_max_subwin_cnt())),
-            self.pamu.paact_entries,
-        )
+        self.domain = FslDmaDomain(self.pamu)
         # The VFIO layer's own view (iommu->aperture_*, iommu->page_size): equal to the
         # domain's except after a geometry the domain refused under sdk_swallow_errors.
         self.aperture_start = self.domain.aperture_start
