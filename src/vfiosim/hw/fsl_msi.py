@@ -55,7 +55,9 @@ NR_MSI_REG_MAX = NR_MSI_REG_MSIIR1
 IRQS_PER_MSI_REG = 32
 NR_MSI_IRQS_MAX = NR_MSI_REG_MAX * IRQS_PER_MSI_REG
 
-# fsl_msi.c
+# fsl_msi.c.  v3.11–v5.12 have one ``MSI_SRS_MASK`` (0xf, used only to print a hwirq); the
+# per-type masks are the spelling of later trees and the register widths of SPEC §8.2 (8 or 16
+# MSIRs), which is what the bank decodes a write with.
 MSIIR_OFFSET_MASK = 0xFFFFF
 MSIIR_IBS_SHIFT = 0
 MSIIR_SRS_SHIFT = 5
