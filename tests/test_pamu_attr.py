@@ -471,6 +471,25 @@ def test_attach_while_windows_set_domain_disabled(make_kernel) -> None:
     assert p.paace(2)["v"] == 0
 
 
+def test_attach_liodn_outside_paact_einval(tmp_path) -> None:  # noqa: ANN001
+    """SPEC §7.1 [kernel handle_attach_device]: a LIODN ≥ PAACE_NUMBER_ENTRIES (0x500) cannot
+    attach: SET_IOMMU fails with EINVAL and the group stays without a backend."""
+    from vfiosim import Kernel
+
+    f = tmp_path / "board.toml"
+    f.write_text(
+        '[machine]\niommu = "fsl_pamu"\n'
+        '[[pcie_controller]]\nindex = 0\nliodn = 0x500\n'
+        '[[device]]\nname = "0000:01:00.0"\nmodel = "edu"\ngroup = 1\ncontroller = 0\n')
+    k = Kernel.from_file(f, clock="manual")
+    try:
+        p = open_pamu(k, set_iommu=False)
+        expect_errno(errno.EINVAL, k.ioctl, p.cfd, V.VFIO_SET_IOMMU, P.VFIO_FSL_PAMU_IOMMU)
+        assert k.machine.pamu.spaace_free_count() == k.machine.pamu.spaact_entries
+    finally:
+        k.shutdown()
+
+
 def test_release_leaves_liodns_invalid(make_kernel) -> None:
     k = make_kernel("p4080", contiguous_memory=True)
     p = open_pamu(k)
