@@ -256,6 +256,11 @@ class FslDmaDomain:
             raise kerr(errno.EINVAL)
         if w_count > self.max_subwin_cnt or not is_power_of_2(w_count):
             raise kerr(errno.EINVAL)
+        if w_count > 1 and self.liodns and self.geom_size >> ilog2(w_count) < PAMU_PAGE_SIZE:
+            # pamu_set_liodn() → pamu_config_spaace(): "subwindow size out of range" for the
+            # first LIODN.  Refused here before any LIODN is touched; the kernel had already
+            # disabled it and taken its SPAACE block.
+            raise kerr(errno.EINVAL)
         try:
             for liodn in self.liodns:
                 self.pamu_set_liodn(liodn, w_count if w_count > 1 else 0)
@@ -669,13 +674,9 @@ class PamuBackend(IommuBackend):
             self.nsubwindows = 0
 
     def _set_windows(self, count: int) -> None:
-        """DOMAIN_ATTR_WINDOWS; on success every window mapping is discarded (SPEC §6.3).
-
-        A LIODN attached and a subwindow below 4 KiB: EINVAL [kernel pamu_config_spaace]."""
+        """DOMAIN_ATTR_WINDOWS (fsl_pamu_set_windows); on success every window mapping is
+        discarded (SPEC §6.3)."""
         d = self.domain
-        if not d.enabled and d.geom_size and is_power_of_2(count) \
-                and count <= d.max_subwin_cnt and d.liodns and d.geom_size // count < 4096:
-            raise kerr(errno.EINVAL)
         had = d.win_arr is not None
         try:
             d.fsl_pamu_set_windows(count)
