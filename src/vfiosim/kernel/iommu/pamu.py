@@ -820,7 +820,9 @@ class PamuBackend(IommuBackend):
         return 0
 
     def _map_banks(self) -> None:
-        """Auto mode: bank i in window count − 1 − i, one 4 KiB page, write only."""
+        """Auto mode (SPEC §6.7.1): bank i in window count − 1 − i, one 4 KiB page (the
+        page of fsl_msi_get_region(i)'s address), write only, through
+        fsl_pamu_window_enable() as vfio_msi_map() does; all or nothing."""
         done: list[int] = []
         try:
             for i in range(self.bank_count):
@@ -839,6 +841,7 @@ class PamuBackend(IommuBackend):
             raise
 
     def _unmap_banks(self) -> None:
+        """Auto mode: disable every bank window (vfio_msi_unmap() for each)."""
         for k in sorted(self.slots):
             if self.slots[k].msi is not None:
                 self.domain.fsl_pamu_window_disable(k)
@@ -886,9 +889,10 @@ class PamuBackend(IommuBackend):
         return 0
 
     def dma_do_unmap(self, proc: Process, iova: int, size: int) -> int:
-        """Disable every DMA window inside ``[iova, iova + size)``; trim or split the
-        mappings they belonged to; when none is left, disable the domain (and in auto mode
-        unmap the banks).  Returns the bytes unmapped."""
+        """vfio_dma_do_unmap() (SDK): disable every DMA window inside ``[iova, iova + size)``;
+        trim or split the mappings they belonged to (vfio_remove_dma_overlap()); when none
+        is left, disable the domain (vfio_disable_iommu_domain(); in auto mode the banks go
+        first).  Returns the bytes unmapped (SPEC §6.6)."""
         ws = self.window_size
         lo = max(iova, self.aperture_start)
         hi = min(iova + size, self.aperture_end + 1)
@@ -916,7 +920,8 @@ class PamuBackend(IommuBackend):
         return removed
 
     def _rebuild_mapping(self, m: DmaMapping) -> None:
-        """Trim or split ``m`` into the runs of windows it still holds."""
+        """Trim or split ``m`` into the runs of windows it still holds (the low / high /
+        split cases of vfio_remove_dma_overlap(), at window granularity)."""
         self.dma_list.remove(m)
         first = self.iova_to_win(m.iova)
         held = [k for k in range(first, first + m.size // self.window_size)
