@@ -5,14 +5,12 @@ SET_IRQS, config and BAR access, eventfds)."""
 from __future__ import annotations
 
 import ctypes
-import errno
 import mmap
 import os
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import pytest
+from vfio_helpers import expect_errno  # noqa: F401 - re-exported for the tests
 
 from vfiosim import Kernel
 from vfiosim.uapi import pci_regs as R
@@ -41,13 +39,6 @@ EDU_DMA_BUF = 0x40000
 EDU_DMA_START, EDU_DMA_TO_RAM, EDU_DMA_IRQ = 0x1, 0x2, 0x4
 EDU_DMA_DELAY_NS = 100_000_000
 
-
-def expect_errno(code: int, fn: Callable[..., object], *args: object, **kw: object) -> None:
-    """Call fn(*args, **kw) and check it fails with OSError(code)."""
-    with pytest.raises(OSError) as e:
-        fn(*args, **kw)
-    assert e.value.errno == code, (
-        f"expected {errno.errorcode[code]}, got {errno.errorcode.get(e.value.errno)}")
 
 
 @dataclass

@@ -11,14 +11,12 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
-import errno
 import mmap
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
+from vfio_helpers import expect_errno  # noqa: F401 - re-exported for the tests
 
 from vfiosim import Kernel
 from vfiosim.hw.iommu import IommuFault
@@ -38,13 +36,6 @@ APERTURE_MAX = (1 << 36) - 1
 P4080_MSIIR = [0xF_FE04_4140, 0xF_FE04_5140, 0xF_FE04_6140]
 T4240_MSIIR = [0xF_FE04_4148, 0xF_FE04_5148, 0xF_FE04_6148, 0xF_FE04_7148]
 
-
-def expect_errno(code: int, fn: Callable[..., object], *args: object, **kw: object) -> None:
-    """Call fn and check it fails with OSError(code)."""
-    with pytest.raises(OSError) as e:
-        fn(*args, **kw)
-    assert e.value.errno == code, (
-        f"expected {errno.errorcode[code]}, got {errno.errorcode.get(e.value.errno)}")
 
 
 # ---------------------------------------------------------------------------------------------

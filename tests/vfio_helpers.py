@@ -13,10 +13,11 @@ from vfiosim import Kernel
 from vfiosim.uapi import vfio as V
 
 
-def expect_errno(code: int, fn: Callable[..., object], *args: object) -> None:
-    """Call fn(*args) and check it fails with OSError(code)."""
+def expect_errno(code: int, fn: Callable[..., object], *args: object, **kw: object) -> None:
+    """Call fn(*args, **kw) and check it fails with OSError(code) (the errno, not the class:
+    OSError(ENOENT) comes out as FileNotFoundError)."""
     with pytest.raises(OSError) as e:
-        fn(*args)
+        fn(*args, **kw)
     assert e.value.errno == code, (
         f"expected {errno.errorcode[code]}, got {errno.errorcode.get(e.value.errno)}")
 

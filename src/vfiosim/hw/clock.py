@@ -185,14 +185,19 @@ class Clock:
         Returns the number run."""
         ran = 0
         while (timer := self._pop_due(self.now_ns())) is not None:
-            try:
-                with self.lock:
-                    self._fire(timer)
-            except Exception:  # a device bug must not stop time for every other device
-                self.errors += 1
-                traceback.print_exc()
+            self._fire_locked(timer)
             ran += 1
         return ran
+
+    def _fire_locked(self, timer: Timer) -> None:
+        """Run one event of the real clock with the machine lock held; an event that raises
+        is printed and counted, and time goes on for every other device."""
+        try:
+            with self.lock:
+                self._fire(timer)
+        except Exception:
+            self.errors += 1
+            traceback.print_exc()
 
     def next_deadline_mono(self) -> int | None:
         """The earliest pending deadline as an absolute ``time.monotonic_ns()`` value (real
@@ -222,12 +227,7 @@ class Clock:
                     self._cond.wait(wait_ns / 1e9)
             # The machine lock is taken outside _cond: schedule() is called with the machine
             # lock held and takes _cond, so the opposite order here would deadlock.
-            try:
-                with self.lock:
-                    self._fire(timer)
-            except Exception:  # a device bug must not stop time for every other device
-                self.errors += 1
-                traceback.print_exc()
+            self._fire_locked(timer)
 
     def stop(self) -> None:
         """Shut the clock down: pending events are dropped, the thread ends."""
