@@ -446,7 +446,9 @@ def vfio_pci_set_intx_mask(vdev: VfioPciDevice, proc: Process, index: int, start
         if data[0]:
             vfio_pci_intx_mask(vdev)
     elif flags & VFIO_IRQ_SET_DATA_EVENTFD:
-        raise kerr(errno.ENOTTY)  # XXX implement me (the kernel's own comment)
+        # quirk: vfio_pci_set_intx_mask() has no eventfd masking (its source says it is left
+        # to implement) and answers ENOTTY (SPEC §11.5).
+        raise kerr(errno.ENOTTY)
     return 0
 
 
