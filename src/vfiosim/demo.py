@@ -233,18 +233,9 @@ def _seed_flow(k: Kernel, p: Printer, huge: HugeBuffer | None) -> int:
            "in the top windows and enabled the aperture")
     p.note(window_table(k, c))
 
-    dev = k.ioctl(g, V.VFIO_GROUP_GET_DEVICE_FD, ctypes.create_string_buffer(edu_name.encode()))
-    p.step(f'VFIO_GROUP_GET_DEVICE_FD("{edu_name}")', f"device fd {dev}")
-    cmd = int.from_bytes(k.pread(dev, 2, (V.VFIO_PCI_CONFIG_REGION_INDEX << 40) + 4), "little")
-    k.pwrite(dev, (cmd | 0x4).to_bytes(2, "little"), (V.VFIO_PCI_CONFIG_REGION_INDEX << 40) + 4)
-    p.step("pwrite(config COMMAND |= BUS_MASTER)", "bus mastering on: the device may DMA")
+    dev = _open_device(k, p, g, edu_name)
 
-    efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-    irq = V.vfio_irq_set(argsz=ctypes.sizeof(V.vfio_irq_set) + 4,
-                         flags=V.VFIO_IRQ_SET_DATA_EVENTFD | V.VFIO_IRQ_SET_ACTION_TRIGGER,
-                         index=V.VFIO_PCI_MSI_IRQ_INDEX, start=0, count=1)
-    buf = bytearray(bytes(irq) + efd.to_bytes(4, "little", signed=True))
-    k.ioctl(dev, V.VFIO_DEVICE_SET_IRQS, buf)
+    efd = _enable_msi(k, dev)
     addr, data = _programmed_msi(k, edu_name)
     p.step(f"VFIO_DEVICE_SET_IRQS(MSI, start 0, count 1, eventfd {efd} (an OS fd))",
            f"0: the kernel programmed MSI address {addr:#x}, data {data:#x} into the device")
@@ -265,10 +256,7 @@ def _seed_flow(k: Kernel, p: Printer, huge: HugeBuffer | None) -> int:
     un = V.vfio_iommu_type1_dma_unmap(argsz=ctypes.sizeof(V.vfio_iommu_type1_dma_unmap),
                                       iova=0, size=size)
     # Disable MSI first so the last unmap does not leave an enabled vector without its bank.
-    off = V.vfio_irq_set(argsz=ctypes.sizeof(V.vfio_irq_set),
-                         flags=V.VFIO_IRQ_SET_DATA_NONE | V.VFIO_IRQ_SET_ACTION_TRIGGER,
-                         index=V.VFIO_PCI_MSI_IRQ_INDEX, start=0, count=0)
-    k.ioctl(dev, V.VFIO_DEVICE_SET_IRQS, off)
+    _disable_msi(k, dev)
     p.step("VFIO_DEVICE_SET_IRQS(MSI, count 0, DATA_NONE)", "0: MSI disabled, hwirq freed")
     k.ioctl(c, V.VFIO_IOMMU_UNMAP_DMA, un)
     p.step(f"VFIO_IOMMU_UNMAP_DMA(iova 0, size {size:#x})",
@@ -279,6 +267,35 @@ def _seed_flow(k: Kernel, p: Printer, huge: HugeBuffer | None) -> int:
     _done(k, p)
     del m
     return 0 if got == 1 else 1
+
+
+def _open_device(k: Kernel, p: Printer, g: int, name: str) -> int:
+    """GET_DEVICE_FD, then bus mastering on (vfio-pci opens a device with it off)."""
+    dev = k.ioctl(g, V.VFIO_GROUP_GET_DEVICE_FD, ctypes.create_string_buffer(name.encode()))
+    p.step(f'VFIO_GROUP_GET_DEVICE_FD("{name}")', f"device fd {dev}")
+    cfg = V.VFIO_PCI_INDEX_TO_OFFSET(V.VFIO_PCI_CONFIG_REGION_INDEX)
+    cmd = int.from_bytes(k.pread(dev, 2, cfg + 4), "little")
+    k.pwrite(dev, (cmd | 0x4).to_bytes(2, "little"), cfg + 4)
+    p.step("pwrite(config COMMAND |= BUS_MASTER)", "bus mastering on: the device may DMA")
+    return dev
+
+
+def _enable_msi(k: Kernel, dev: int) -> int:
+    """SET_IRQS(MSI, DATA_EVENTFD | ACTION_TRIGGER) for vector 0; returns the eventfd."""
+    efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    irq = V.vfio_irq_set(argsz=ctypes.sizeof(V.vfio_irq_set) + 4,
+                         flags=V.VFIO_IRQ_SET_DATA_EVENTFD | V.VFIO_IRQ_SET_ACTION_TRIGGER,
+                         index=V.VFIO_PCI_MSI_IRQ_INDEX, start=0, count=1)
+    k.ioctl(dev, V.VFIO_DEVICE_SET_IRQS, bytearray(bytes(irq) + efd.to_bytes(4, "little")))
+    return efd
+
+
+def _disable_msi(k: Kernel, dev: int) -> None:
+    """SET_IRQS(MSI, DATA_NONE | ACTION_TRIGGER, count 0): every vector off."""
+    off = V.vfio_irq_set(argsz=ctypes.sizeof(V.vfio_irq_set),
+                         flags=V.VFIO_IRQ_SET_DATA_NONE | V.VFIO_IRQ_SET_ACTION_TRIGGER,
+                         index=V.VFIO_PCI_MSI_IRQ_INDEX, start=0, count=0)
+    k.ioctl(dev, V.VFIO_DEVICE_SET_IRQS, off)
 
 
 def _close_all(k: Kernel, p: Printer, fds: tuple[int, ...]) -> None:
@@ -359,17 +376,8 @@ def _type1_flow(k: Kernel, p: Printer) -> int:
                                      vaddr=vaddr, iova=0x10_0000, size=size)
     k.ioctl(c, V.VFIO_IOMMU_MAP_DMA, dma)
     p.step(f"VFIO_IOMMU_MAP_DMA(vaddr {vaddr:#x}, iova 0x100000, size {size:#x})", "0")
-    dev = k.ioctl(g, V.VFIO_GROUP_GET_DEVICE_FD, ctypes.create_string_buffer(edu_name.encode()))
-    p.step(f'VFIO_GROUP_GET_DEVICE_FD("{edu_name}")', f"device fd {dev}")
-    cfg = V.VFIO_PCI_CONFIG_REGION_INDEX << 40
-    cmd = int.from_bytes(k.pread(dev, 2, cfg + 4), "little")
-    k.pwrite(dev, (cmd | 0x4).to_bytes(2, "little"), cfg + 4)
-    p.step("pwrite(config COMMAND |= BUS_MASTER)", "bus mastering on")
-    efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-    irq = V.vfio_irq_set(argsz=ctypes.sizeof(V.vfio_irq_set) + 4,
-                         flags=V.VFIO_IRQ_SET_DATA_EVENTFD | V.VFIO_IRQ_SET_ACTION_TRIGGER,
-                         index=V.VFIO_PCI_MSI_IRQ_INDEX, start=0, count=1)
-    k.ioctl(dev, V.VFIO_DEVICE_SET_IRQS, bytearray(bytes(irq) + efd.to_bytes(4, "little")))
+    dev = _open_device(k, p, g, edu_name)
+    efd = _enable_msi(k, dev)
     addr, data = _programmed_msi(k, edu_name)
     p.step(f"VFIO_DEVICE_SET_IRQS(MSI, eventfd {efd})",
            f"0: MSI address {addr:#x}, data {data:#x} (untranslated doorbell)")
@@ -382,10 +390,7 @@ def _type1_flow(k: Kernel, p: Printer) -> int:
            f"RAM now holds {bytes(m[0x1000:0x1010])!r}")
     got = _wait_eventfd(k, efd, 2.0)
     p.step("poll(eventfd)", f"readable, count {got}")
-    off = V.vfio_irq_set(argsz=ctypes.sizeof(V.vfio_irq_set),
-                         flags=V.VFIO_IRQ_SET_DATA_NONE | V.VFIO_IRQ_SET_ACTION_TRIGGER,
-                         index=V.VFIO_PCI_MSI_IRQ_INDEX, start=0, count=0)
-    k.ioctl(dev, V.VFIO_DEVICE_SET_IRQS, off)
+    _disable_msi(k, dev)
     p.step("VFIO_DEVICE_SET_IRQS(MSI, count 0, DATA_NONE)", "0: MSI disabled")
     un = V.vfio_iommu_type1_dma_unmap(argsz=ctypes.sizeof(V.vfio_iommu_type1_dma_unmap),
                                       iova=0x10_0000, size=size)
