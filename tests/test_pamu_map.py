@@ -448,7 +448,7 @@ def test_unmap_last_mapping_auto(make_kernel) -> None:
     p.map_dma(b.addr + 2 * MiB, 2 * MiB, 2 * MiB)
     assert p.unmap_dma(0, 2 * MiB) == 2 * MiB
     assert p.backend.enabled and window_kinds(p)[13:] == ["msi"] * 3
-    p.backend.msi_users += 1  # as vfio-pci does when MSI is enabled
+    k.machine.devices[0].hw.msi_set_enabled("msi", 1)  # what vfio-pci's SET_IRQS does
     assert p.unmap_dma(2 * MiB, 2 * MiB) == 2 * MiB
     assert not p.backend.enabled and p.paace(1)["v"] == 0
     assert window_kinds(p) == ["free"] * 16

@@ -26,15 +26,11 @@ Two layers live here, as in the sources:
     default), real errnos (``sdk_swallow_errors`` restores the SDK's 0 returns), and
     VFIO_IOMMU_GET_INFO in auto mode.
 
-MSI vectors: vfio-pci (``kernel/pci/intrs.py``) may tell the backend how many MSI/MSI-X
-vectors of devices in this container are enabled by incrementing and decrementing
-:attr:`PamuBackend.msi_users` (``backend.msi_users += n`` at enable, ``-= n`` at disable).
-The backend also looks at the devices of its groups itself (``PciFunction.msi_kind``, the
-enable bits the kernel programmed), so the check holds without that bookkeeping.  When the
-last DMA mapping goes in auto mode while vectors are enabled, the bank windows vanish under
-live vectors and a sanitizer report is emitted (kind ``msi_unmapped``, ``machine.report``;
-SPEC §6.7.1, §13.8).  The handlers also run the sanitizer's argsz, padding and alignment
-checks (kernel/sanitizer.py).
+MSI vectors: when the last DMA mapping goes in auto mode, the backend looks at the devices of
+its groups (``PciFunction.msi_kind``, the enable bits vfio-pci programmed); if MSI or MSI-X is
+enabled, the bank windows vanish under live vectors and a sanitizer report is emitted (kind
+``msi_unmapped``, ``machine.report``; SPEC §6.7.1, §13.8).  The handlers also run the
+sanitizer's argsz, padding and alignment checks (kernel/sanitizer.py).
 
 SPEC §6 (backend), §7.3 (domain state → entries), §9.1 (``msi_address``), §10.3 (contiguity).
 """
@@ -447,8 +443,6 @@ class PamuBackend(IommuBackend):
         self.slots: dict[int, _Slot] = {}  # window index -> what is mapped there
         self.groups: list[Group] = []
         self.group_liodns: dict[int, list[int]] = {}  # id(group) -> its LIODNs
-        #: Enabled MSI/MSI-X vectors of devices in this container; maintained by vfio-pci.
-        self.msi_users = 0
 
     # =========================================================================================
     # introspection
@@ -950,14 +944,13 @@ class PamuBackend(IommuBackend):
         if self.auto:
             self._unmap_banks()
             devices = self.msi_enabled_devices()
-            if self.msi_users or devices:
-                who = ", ".join(devices) if devices else f"{self.msi_users} vector(s)"
+            if devices:
                 self.machine.report(
                     san.MSI_UNMAPPED,
-                    f"PAMU container: last DMA mapping removed while MSI is enabled ({who}); "
-                    "the MSI bank windows are unmapped and the domain disabled, so those "
-                    "interrupts will fault (SPEC §6.7.1)",
-                    devices=devices, vectors=self.msi_users)
+                    f"PAMU container: last DMA mapping removed while MSI is enabled "
+                    f"({', '.join(devices)}); the MSI bank windows are unmapped and the domain "
+                    "disabled, so those interrupts will fault (SPEC §6.7.1)",
+                    devices=devices)
         self.domain.configure_domain_dma_state(False)
 
     # =========================================================================================
@@ -1115,7 +1108,6 @@ class PamuBackend(IommuBackend):
             "enabled": d.enabled,
             "stash": {"cpu": d.dma_stash[0], "cache": d.dma_stash[1]},
             "liodns": list(d.liodns),
-            "msi_users": self.msi_users,
             "mappings": [{"iova": m.iova, "size": m.size, "vaddr": m.vaddr, "prot": m.prot,
                           "owner": m.owner} for m in self.iter_dma()],
             "window_table": [
