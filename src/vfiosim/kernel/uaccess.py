@@ -19,7 +19,6 @@ handlers are the same (SPEC §12.2).
 
 from __future__ import annotations
 
-import bisect
 import ctypes
 import errno
 import os
@@ -136,54 +135,10 @@ class UserMemory(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Vma:
-    """One line of /proc/PID/maps."""
-
-    start: int
-    end: int
-    readable: bool
-    writable: bool
-    path: str
-
-
-def parse_maps(text: str) -> list[Vma]:
-    """Parse /proc/PID/maps into VMAs sorted by start."""
-    vmas: list[Vma] = []
-    for line in text.splitlines():
-        parts = line.split(None, 5)
-        if len(parts) < 5:
-            continue
-        lo, _, hi = parts[0].partition("-")
-        perms = parts[1]
-        vmas.append(
-            Vma(int(lo, 16), int(hi, 16), perms[0] == "r", perms[1] == "w",
-                parts[5] if len(parts) > 5 else "")
-        )
-    return vmas
-
-
-def check_vmas(vmas: list[Vma], addr: int, size: int, write: bool) -> None:
-    """EFAULT unless [addr, addr+size) is covered by readable (and writable) VMAs."""
-    if size <= 0:
-        return
-    end = addr + size
-    starts = [v.start for v in vmas]
-    i = bisect.bisect_right(starts, addr) - 1
-    pos = addr
-    while pos < end:
-        if i < 0 or i >= len(vmas) or not (vmas[i].start <= pos < vmas[i].end):
-            raise kerr(errno.EFAULT)
-        v = vmas[i]
-        if not v.readable or (write and not v.writable):
-            raise kerr(errno.EFAULT)
-        pos = v.end
-        i += 1
-
-
 def check_maps(text: bytes, addr: int, size: int, write: bool) -> None:
-    """check_vmas() straight from the bytes of /proc/PID/maps, parsing only the lines up to
-    the end of the range (the file is sorted by address); EFAULT unless covered."""
+    """EFAULT unless [addr, addr+size) is covered by readable (and, for ``write``, writable)
+    mappings, read from the bytes of /proc/PID/maps; only the lines up to the end of the range
+    are parsed (the file is sorted by address)."""
     if size <= 0:
         return
     end = addr + size
@@ -315,10 +270,6 @@ class LocalMemory:
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-
-    def maps(self) -> list[Vma]:
-        with open("/proc/self/maps") as f:
-            return parse_maps(f.read())
 
     def check(self, addr: int, size: int, write: bool) -> None:
         """Pin check by prefaulting, as get_user_pages() does: madvise(MADV_POPULATE_READ or

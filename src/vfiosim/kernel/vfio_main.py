@@ -240,7 +240,3 @@ class VfioCore:
                 if group is not None:
                     return group.open_file()
         raise kerr(errno.ENOENT)
-
-    def paths(self) -> list[str]:
-        """Everything /dev/vfio/ lists."""
-        return [CONTAINER_PATH] + [f"{VFIO_DIR}{n}" for n in self.groups]

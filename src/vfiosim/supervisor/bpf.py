@@ -26,10 +26,6 @@ FD_ARG1 = ("dup2", "dup3")
 FD_ARG4 = ("mmap",)
 
 
-def _stmt(code: int, k: int) -> tuple[int, int, int, int]:
-    return (code, 0, 0, k)
-
-
 def build_filter(lo: int = WINDOW_LO, hi: int = WINDOW_HI) -> list[tuple[int, int, int, int]]:
     """The program as (code, jt, jf, k) tuples."""
     notify, allow = "NOTIFY", "ALLOW"

@@ -56,7 +56,6 @@ import re
 import select
 import struct
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -935,9 +934,3 @@ def notif_size() -> int:
         return int(syscalls.notif_sizes().seccomp_notif)
     except OSError:
         return _NOTIF.size
-
-
-def serve_in_thread(sup: Supervisor, root_pidfd: int = -1) -> threading.Thread:
-    t = threading.Thread(target=sup.serve, args=(root_pidfd,), daemon=True)
-    t.start()
-    return t

@@ -70,19 +70,6 @@ def _check(ret: int) -> int:
     return ret
 
 
-def ioctl_ptr(fd: int, request: int, buf: object) -> int:
-    """ioctl(fd, request, &buf) on the supervisor's own fd; OSError on failure."""
-    return _check(_ioctl(fd, request, ctypes.addressof(buf)))  # type: ignore[arg-type]
-
-
-def ioctl_nocheck(fd: int, request: int, addr: int) -> int:
-    """ioctl returning -errno instead of raising (hot path)."""
-    r = _ioctl(fd, request, addr)
-    if r < 0:
-        return -ctypes.get_errno()
-    return r
-
-
 def seccomp(op: int, flags: int, arg: int) -> int:
     return _check(_syscall(sc.NR["seccomp"], ctypes.c_uint(op), ctypes.c_uint(flags),
                            ctypes.c_void_p(arg)))
