@@ -112,6 +112,15 @@ def _edu_dma(k: Kernel, dev: int, src: int, dst: int, count: int, to_ram: bool,
     wr(0x98, 0x1 | (0x2 if to_ram else 0) | (0x4 if irq else 0))
 
 
+def _edu_round_trip(k: Kernel, dev: int, src: int, dst: int, n: int) -> None:
+    """edu DMA of ``n`` bytes from iova ``src`` into its buffer, then from its buffer to iova
+    ``dst`` with the completion interrupt; waits for both."""
+    _edu_dma(k, dev, src, EDU_DMA_BUF, n, to_ram=False, irq=False)
+    _wait_dma(k, dev)
+    _edu_dma(k, dev, EDU_DMA_BUF, dst, n, to_ram=True, irq=True)
+    _wait_dma(k, dev)
+
+
 def _wait_dma(k: Kernel, dev: int) -> None:
     rd, _ = _edu(k, dev)
     manual = k.machine.options.clock == "manual"
@@ -244,10 +253,7 @@ def _seed_flow(k: Kernel, p: Printer, huge: HugeBuffer | None) -> int:
     # A device DMA: edu reads 16 bytes from the buffer (iova 0) into its own buffer, then
     # writes them back at iova 0x1000.
     m[0:16] = b"seed flow, 2013!"
-    _edu_dma(k, dev, 0, EDU_DMA_BUF, 16, to_ram=False, irq=False)
-    _wait_dma(k, dev)
-    _edu_dma(k, dev, EDU_DMA_BUF, 0x1000, 16, to_ram=True, irq=True)
-    _wait_dma(k, dev)
+    _edu_round_trip(k, dev, 0, 0x1000, 16)
     p.step("edu DMA: iova 0 -> device buffer -> iova 0x1000 (with completion interrupt)",
            f"RAM at iova 0x1000 now holds {bytes(m[0x1000:0x1010])!r}")
     got = _wait_eventfd(k, efd, 2.0)
@@ -382,10 +388,7 @@ def _type1_flow(k: Kernel, p: Printer) -> int:
     p.step(f"VFIO_DEVICE_SET_IRQS(MSI, eventfd {efd})",
            f"0: MSI address {addr:#x}, data {data:#x} (untranslated doorbell)")
     m[0:16] = b"type1 round trip"
-    _edu_dma(k, dev, 0x10_0000, EDU_DMA_BUF, 16, to_ram=False, irq=False)
-    _wait_dma(k, dev)
-    _edu_dma(k, dev, EDU_DMA_BUF, 0x10_1000, 16, to_ram=True, irq=True)
-    _wait_dma(k, dev)
+    _edu_round_trip(k, dev, 0x10_0000, 0x10_1000, 16)
     p.step("edu DMA: iova 0x100000 -> device buffer -> iova 0x101000",
            f"RAM now holds {bytes(m[0x1000:0x1010])!r}")
     got = _wait_eventfd(k, efd, 2.0)

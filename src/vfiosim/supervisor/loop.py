@@ -754,21 +754,20 @@ class Supervisor:
         with self.lock:
             return int(inst.obj.write(proc, data, off))
 
-    def sys_read(self, n: Notif, tid: int) -> Any:
+    def _read_write(self, n: Notif, tid: int, write: bool) -> Any:
+        """read(2)/write(2) at the file position of a model fd."""
         tgid, inst = self._target(n, tid)
         if inst is None:
             return CONTINUE
         a = n.args
         return self._pos_read(self.proc(tgid), inst, a[0] & 0xFFFFFFFF, None,
-                              [(a[1], a[2])], False)
+                              [(a[1], a[2])], write)
+
+    def sys_read(self, n: Notif, tid: int) -> Any:
+        return self._read_write(n, tid, False)
 
     def sys_write(self, n: Notif, tid: int) -> Any:
-        tgid, inst = self._target(n, tid)
-        if inst is None:
-            return CONTINUE
-        a = n.args
-        return self._pos_read(self.proc(tgid), inst, a[0] & 0xFFFFFFFF, None,
-                              [(a[1], a[2])], True)
+        return self._read_write(n, tid, True)
 
     def sys_rwv(self, n: Notif, tid: int) -> Any:
         tgid, inst = self._target(n, tid)
