@@ -4,7 +4,11 @@ Figures (x86 preset; "median" = median over separately timed operations; figures
 several runs report the median of the runs' medians and every run's value):
 
   get_api_version_us    emulated VFIO_GET_API_VERSION round trip seen by PROG: ioctl() entry
-                        to return, under `python -m vfiosim run` (target <= 8 us)
+                        to return, under `python -m vfiosim run` (target <= 8 us), with the
+                        loop `loop` names ("c": the _fastpath accelerator is built)
+  get_api_version_python_loop_us   the same with VFIOSIM_FASTPATH=0 (the pure-Python loop)
+  seccomp_floor_c_us    the same round trip answered by a minimal C supervisor (RECV, SEND):
+                        what any supervisor pays on this VM at that moment
   unserved_overhead_ns  ioctl(FIONREAD) on a pipe under run minus native (target <= 100 ns)
   startup_overhead_ms   wall time of `vfiosim run -- /bin/true` minus `/bin/true`, median of
                         20 (target <= 150 ms); reported twice: as this environment runs it
@@ -126,6 +130,92 @@ int main(int argc, char **argv) {
 """
 
 
+# The floor: the same GET_API_VERSION round trip answered by a minimal C supervisor (no
+# model, no Python): RECV, SEND {id, 0, 0, 0}, RECV...  Same pinning and SYNC_WAKE_UP as
+# `vfiosim run`.  Prints {"api_ns": median}.
+C_FLOOR_SRC = r"""
+#define _GNU_SOURCE
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <linux/vfio.h>
+#include <sched.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP 1
+#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
+#endif
+#define N 10000
+#define FD 950
+#define DONE 0x3bff
+static uint64_t now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000ull + t.tv_nsec; }
+static int cmp(const void *a, const void *b) { uint64_t x = *(uint64_t *)a, y = *(uint64_t *)b;
+    return x < y ? -1 : x > y; }
+static uint64_t t[N];
+int main(void) {
+    cpu_set_t cpus; CPU_ZERO(&cpus); CPU_SET(sched_getcpu(), &cpus);
+    sched_setaffinity(0, sizeof cpus, &cpus);
+    int sp[2]; socketpair(AF_UNIX, SOCK_STREAM, 0, sp);
+    pid_t pid = fork();
+    if (pid == 0) {  /* the client: ioctl on fd 950 is notified, everything else allowed */
+        struct sock_filter f[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 3),
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FD, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW) };
+        struct sock_fprog prog = { 6, f };
+        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        int l = syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER,
+                        SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+        if (l < 0 || write(sp[0], &l, sizeof l) != sizeof l) _exit(1);
+        char c; if (read(sp[0], &c, 1) != 1) _exit(1);  /* the supervisor has the listener */
+        for (int i = 0; i < 1000; i++) ioctl(FD, VFIO_GET_API_VERSION);
+        for (int i = 0; i < N; i++) {
+            uint64_t a = now();
+            if (ioctl(FD, VFIO_GET_API_VERSION) != 0) _exit(1);
+            t[i] = now() - a;
+        }
+        ioctl(FD, DONE);
+        qsort(t, N, 8, cmp);
+        printf("{\"api_ns\": %llu}\n", (unsigned long long)t[N / 2]);
+        fflush(stdout);
+        _exit(0);
+    }
+    int l; if (read(sp[1], &l, sizeof l) != sizeof l) return 1;
+    char path[64]; snprintf(path, sizeof path, "/proc/%d/fd/%d", pid, l);
+    int pidfd = syscall(SYS_pidfd_open, pid, 0);
+    l = syscall(SYS_pidfd_getfd, pidfd, l, 0);
+    if (l < 0) { perror("pidfd_getfd"); return 1; }
+    ioctl(l, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP);
+    if (write(sp[1], "x", 1) != 1) return 1;
+    struct seccomp_notif n; struct seccomp_notif_resp r;
+    for (;;) {
+        memset(&n, 0, sizeof n);
+        if (ioctl(l, SECCOMP_IOCTL_NOTIF_RECV, &n) < 0) break;
+        r = (struct seccomp_notif_resp){ .id = n.id };
+        ioctl(l, SECCOMP_IOCTL_NOTIF_SEND, &r);
+        if (n.data.args[1] == DONE) break;
+    }
+    int st; waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+}
+"""
+
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "src")
 
@@ -138,26 +228,47 @@ def _build(src: str, exe: str) -> None:
     subprocess.run(["gcc", "-O2", "-o", exe, src], check=True)
 
 
-def cli_figures(exe: str, env: dict[str, str], runs: int) -> dict[str, Any]:
+def cli_figures(exe: str, floor_exe: str, env: dict[str, str], runs: int) -> dict[str, Any]:
+    """Rounds of: the C floor, `run` with the C loop, `run` with the Python loop
+    (VFIOSIM_FASTPATH=0) -- interleaved, because this VM's speed drifts by 1.5x within
+    minutes and a figure is only comparable to the floor measured next to it."""
     native = json.loads(subprocess.run([exe, "native"], capture_output=True, text=True,
                                        check=True).stdout)
-    rs = []
+    rs, py, floor = [], [], []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-m", "vfiosim", "run", "--machine", "x86", "--",
-                              exe, "run"], capture_output=True, text=True, env=env, check=True)
-        rs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        out = subprocess.run([floor_exe], capture_output=True, text=True, check=True).stdout
+        floor.append(json.loads(out)["api_ns"] / 1000)
+        for loop_env, dest in ((env, rs), (dict(env, VFIOSIM_FASTPATH="0"), py)):
+            out = subprocess.run([sys.executable, "-m", "vfiosim", "run", "--machine", "x86",
+                                  "--", exe, "run"], capture_output=True, text=True,
+                                 env=loop_env, check=True).stdout
+            dest.append(json.loads(out.strip().splitlines()[-1]))
     api = [r["api_ns"] / 1000 for r in rs]
+    api_py = [r["api_ns"] / 1000 for r in py]
     fion = [int(r["fionread_ns"]) for r in rs]
     return {
+        "loop": "c" if _fastpath_built(env) else "python",
         "get_api_version_us": round(_median(api), 2),
         "get_api_version_us_runs": [round(x, 2) for x in api],
         "get_api_version_p90_us": round(_median([r["api_p90_ns"] / 1000 for r in rs]), 2),
+        "get_api_version_python_loop_us": round(_median(api_py), 2),
+        "get_api_version_python_loop_us_runs": [round(x, 2) for x in api_py],
+        "seccomp_floor_c_us": round(_median(floor), 2),
+        "seccomp_floor_c_us_runs": [round(x, 2) for x in floor],
         "unserved_overhead_ns": int(_median(fion)) - int(native["fionread_ns"]),
         "fionread_native_ns": native["fionread_ns"],
         "fionread_under_run_ns": int(_median(fion)),
         "map_dma_us": round(_median([r["map_ns"] / 1000 for r in rs]), 2),
+        "map_dma_python_loop_us": round(_median([r["map_ns"] / 1000 for r in py]), 2),
         "edu_pwrite_raise_to_poll_us": round(_median([r["msi_ns"] / 1000 for r in rs]), 2),
     }
+
+
+def _fastpath_built(env: dict[str, str]) -> bool:
+    code = "import vfiosim.supervisor.loop as m; print(m._fastpath is not None)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    return out.strip() == "True"
 
 
 def startup_figures(env: dict[str, str], n: int) -> dict[str, Any]:
@@ -264,11 +375,16 @@ def main() -> int:
         with open(src, "w") as f:
             f.write(C_SRC)
         _build(src, exe)
+        floor_src = os.path.join(tmp, "floor.c")
+        floor_exe = os.path.join(tmp, "floor")
+        with open(floor_src, "w") as f:
+            f.write(C_FLOOR_SRC)
+        _build(floor_src, floor_exe)
         dmacopy_exe = os.path.join(tmp, "dmacopy_run")
         _build(os.path.join(ROOT, "tests", "c", "dmacopy_run.c"), dmacopy_exe)
         env = dict(os.environ, PYTHONPATH=SRC)
         res: dict[str, Any] = {}
-        res.update(cli_figures(exe, env, 1 if quick else 3))
+        res.update(cli_figures(exe, floor_exe, env, 1 if quick else 5))
         res.update(startup_figures(env, 5 if quick else 20))
         res.update(dmacopy_figures(dmacopy_exe, 10 if quick else 50, 200 if quick else 2000))
         res["pinned_one_cpu"] = os.environ.get("VFIOSIM_RUN_PIN", "1") != "0"
