@@ -3,6 +3,8 @@ eventfds, release semantics, fork/exec/system, threads, signals, kill, injected 
 
 C programs: tests/c/run_plumbing.c, built dynamically and statically into tests/c/build/.
 The supervisor runs in this process (run_main with kernel=<fake>), so its state is visible.
+Every test runs with both notification loops: the C accelerator (supervisor/_fastpath.c) and
+the pure-Python one (VFIOSIM_FASTPATH=0).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 from test_run_fakemodel import fake_kernel
 
-from vfiosim.supervisor import bpf, host_supported, run_main
+from vfiosim.supervisor import bpf, host_supported, loop, run_main
 from vfiosim.uapi import seccomp as sc
 
 HERE = Path(__file__).parent
@@ -28,6 +30,19 @@ BUILD = CDIR / "build"
 
 pytestmark = pytest.mark.skipif(host_supported() is not None,
                                 reason=f"no seccomp user notification: {host_supported()}")
+
+
+@pytest.fixture(autouse=True, params=["c-loop", "python-loop"])
+def notification_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which loop serves: Supervisor reads VFIOSIM_FASTPATH when it is made."""
+    if request.param == "c-loop":
+        if loop._fastpath is None:
+            pytest.skip("the C loop (supervisor/_fastpath.c) was not built at install: no C "
+                        "compiler or Python headers")
+        monkeypatch.delenv("VFIOSIM_FASTPATH", raising=False)
+    else:
+        monkeypatch.setenv("VFIOSIM_FASTPATH", "0")
+    return request.param
 
 
 def _build(src: str, out: str, static: bool) -> Path:

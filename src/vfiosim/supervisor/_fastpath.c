@@ -100,40 +100,58 @@ static int Loop_init(Loop *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"listener", "send_req", "recv_req", "ioctl_nr", "tgids", "cache",
                              "procs", "arg", "lock", "clock", "notif_buf", "resp_buf", NULL};
-    PyObject *lock;
+    PyObject *tgids, *cache, *procs, *arg, *lock, *clock, *notif_buf, *resp_buf;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "ikklO!O!O!OOOO!O!", kwlist, &self->listener,
                                      &self->send_req, &self->recv_req, &self->ioctl_nr,
-                                     &PyDict_Type, &self->tgids, &PyDict_Type, &self->cache,
-                                     &PyDict_Type, &self->procs, &self->arg, &lock, &self->clock,
-                                     &PyByteArray_Type, &self->notif_buf, &PyByteArray_Type,
-                                     &self->resp_buf))
+                                     &PyDict_Type, &tgids, &PyDict_Type, &cache,
+                                     &PyDict_Type, &procs, &arg, &lock, &clock,
+                                     &PyByteArray_Type, &notif_buf, &PyByteArray_Type,
+                                     &resp_buf))
         return -1;
-    if (PyByteArray_GET_SIZE(self->notif_buf) < (Py_ssize_t)sizeof(struct seccomp_notif) ||
-        PyByteArray_GET_SIZE(self->resp_buf) < (Py_ssize_t)sizeof(struct seccomp_notif_resp)) {
+    if (PyByteArray_GET_SIZE(notif_buf) < (Py_ssize_t)sizeof(struct seccomp_notif) ||
+        PyByteArray_GET_SIZE(resp_buf) < (Py_ssize_t)sizeof(struct seccomp_notif_resp)) {
         PyErr_SetString(PyExc_ValueError, "notif_buf or resp_buf too small");
         return -1;
     }
-    Py_INCREF(self->tgids);
-    Py_INCREF(self->cache);
-    Py_INCREF(self->procs);
-    Py_INCREF(self->arg);
-    Py_INCREF(self->clock);
-    Py_INCREF(self->notif_buf);
-    Py_INCREF(self->resp_buf);
-    self->acquire = PyObject_GetAttrString(lock, "acquire");
-    self->release = PyObject_GetAttrString(lock, "release");
-    self->others = PyTuple_New(0);
-    self->s_obj = PyUnicode_InternFromString("obj");
-    self->s_ioctl = PyUnicode_InternFromString("ioctl");
-    self->s_mm = PyUnicode_InternFromString("mm");
-    self->s_value = PyUnicode_InternFromString("value");
-    self->s_argsz = PyUnicode_InternFromString("argsz");
-    self->s_dirty = PyUnicode_InternFromString("dirty");
-    self->s_errno = PyUnicode_InternFromString("errno");
-    if (!self->acquire || !self->release || !self->others || !self->s_obj || !self->s_ioctl ||
-        !self->s_mm || !self->s_value || !self->s_argsz || !self->s_dirty || !self->s_errno)
+    PyObject *acquire = PyObject_GetAttrString(lock, "acquire");
+    PyObject *release = acquire ? PyObject_GetAttrString(lock, "release") : NULL;
+    if (release == NULL) {
+        Py_XDECREF(acquire);
         return -1;
+    }
+    /* the fields own their references; a second __init__ replaces them */
+    Py_XSETREF(self->acquire, acquire);
+    Py_XSETREF(self->release, release);
+    Py_XSETREF(self->tgids, Py_NewRef(tgids));
+    Py_XSETREF(self->cache, Py_NewRef(cache));
+    Py_XSETREF(self->procs, Py_NewRef(procs));
+    Py_XSETREF(self->arg, Py_NewRef(arg));
+    Py_XSETREF(self->clock, Py_NewRef(clock));
+    Py_XSETREF(self->notif_buf, Py_NewRef(notif_buf));
+    Py_XSETREF(self->resp_buf, Py_NewRef(resp_buf));
+    if (self->others == NULL && (self->others = PyTuple_New(0)) == NULL)
+        return -1;
+#define INTERN(f, s) if (self->f == NULL && (self->f = PyUnicode_InternFromString(s)) == NULL) \
+        return -1
+    INTERN(s_obj, "obj");
+    INTERN(s_ioctl, "ioctl");
+    INTERN(s_mm, "mm");
+    INTERN(s_value, "value");
+    INTERN(s_argsz, "argsz");
+    INTERN(s_dirty, "dirty");
+    INTERN(s_errno, "errno");
+#undef INTERN
     return 0;
+}
+
+/* Loop() made without __init__ (Loop.__new__) has NULL fields: refuse to run it. */
+static int initialised(Loop *self)
+{
+    if (self->notif_buf == NULL || self->s_errno == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Loop is not initialised");
+        return 0;
+    }
+    return 1;
 }
 
 /* Fill resp_buf with a result (error 0) or an error (-errno). */
@@ -279,6 +297,8 @@ static PyObject *Loop_run(Loop *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "run(reply, timeout_ms)");
         return NULL;
     }
+    if (!initialised(self))
+        return NULL;
     reply = PyObject_IsTrue(args[0]);
     if (reply < 0 || as_int(args[1], &timeout) < 0)
         return NULL;
@@ -401,6 +421,8 @@ static int Loop_set_others(Loop *self, PyObject *value, void *closure)
 static PyObject *Loop_get_others(Loop *self, void *closure)
 {
     (void)closure;
+    if (self->others == NULL)
+        return PyTuple_New(0);
     Py_INCREF(self->others);
     return self->others;
 }
@@ -425,8 +447,10 @@ static PyTypeObject LoopType = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "vfiosim.supervisor._fastpath",
-    "The hot part of vfiosim run's notification loop (see loop.py).", -1, NULL,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "vfiosim.supervisor._fastpath",
+    .m_doc = "The hot part of vfiosim run's notification loop (see loop.py).",
+    .m_size = -1,
 };
 
 PyMODINIT_FUNC PyInit__fastpath(void)

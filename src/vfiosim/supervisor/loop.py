@@ -31,13 +31,18 @@ Which file is this fd?
     tgid and tgid -> RemoteProcess (its /proc/PID/mem fd) are cached too; a pidfd per thread
     seen, polled with the listener, drops a thread's or process's entries when it exits.
 
-The hot path (measured on the 2-vCPU test VM, emulated GET_API_VERSION ~11.4 us seen by PROG,
-of which ~5.7 us is the kernel round trip a C supervisor also pays): poll() on the listener,
-inotify, PROG's pidfd, the exit pidfds and the device clock's fds, skipped event loop when
-only the listener is readable; RECV and SEND are fcntl.ioctl on preallocated bytearrays
-(ctypes calls cost ~1.5 us each here); the notif is unpacked with one struct call into a
-reused Notif; the handler takes the machine lock only around the model call; the trace costs
-one ``is None`` test when off.
+The hot path.  With SYNC_WAKE_UP (or one shared CPU) everything the supervisor does per call
+is on PROG's critical path.  Measured on the 2-vCPU test VM, for an emulated GET_API_VERSION
+seen by PROG: a minimal C supervisor (RECV, SEND) takes ~5.5 us -- the kernel round trip any
+supervisor pays; this loop in Python ~11 us; with the C accelerator ~7.7 us.  The
+accelerator (_fastpath.c, built when a compiler and the Python headers exist) makes SEND,
+poll() and RECV one call with the GIL released once, and serves an ioctl whose thread,
+process and fd are already in the caches below by calling the model's ``obj.ioctl`` itself,
+under the machine lock, as sys_ioctl would; everything else returns to the Python loop, which
+also runs alone when VFIOSIM_FASTPATH=0.  Both loops poll two fds: the listener, then one
+epoll set holding inotify, the exit pidfds, PROG's pidfd and the clock's fds.  The ioctl
+argument is one reused RemoteArg; the trace costs one ``is None`` test when off (with a trace
+every call goes through Python, which records it).
 
 Device time runs on this thread (devclock.py): events a handler schedules run right after its
 reply is sent; delayed ones when the clock's timerfd fires.  No clock thread competes for the
