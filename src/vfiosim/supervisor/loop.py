@@ -361,8 +361,12 @@ class Supervisor:
             # From here PROG holds the only reference to `give` (or none: then this close
             # is the last one and the release event follows).
             os.close(give)
+        return self._added(tgid, inst, r)
+
+    def _added(self, tgid: int, inst: Installed, r: int) -> Any:
+        """The outcome of an ADDFD SEND that gave PROG fd ``r`` (or -errno) for ``inst``."""
         if r == -errno.ENOENT:
-            return DONE
+            return DONE  # the caller is gone: nothing to answer
         if r < 0:
             raise kerr(-r)
         self.cache[(tgid, r)] = inst
@@ -499,6 +503,7 @@ class Supervisor:
         try:
             while not self._stop:
                 handler: Callable[[Notif, int], Any] | None = None
+                need_recv = False  # the notification is not in buf yet (Python's RECV)
                 if loop is not None:
                     try:
                         r = loop.run(reply, 200)
@@ -533,11 +538,7 @@ class Supervisor:
                     events = poll(200)
                     if events == only_listener:
                         events = None
-                        buf[:] = zero  # zero before RECV (pitfall 1)
-                        try:
-                            ioctl(listener, recv, buf, True)
-                        except OSError:
-                            continue  # ENOENT: the caller vanished; EINTR
+                        need_recv = True
                 if events is not None:
                     readable = hup = False
                     for fd, ev in events:
@@ -563,11 +564,13 @@ class Supervisor:
                         if hup:
                             return
                         continue
-                    buf[:] = zero
+                    need_recv = True
+                if need_recv:
+                    buf[:] = zero  # zero before RECV (pitfall 1)
                     try:
                         ioctl(listener, recv, buf, True)
                     except OSError:
-                        continue
+                        continue  # ENOENT: the caller vanished; EINTR
                 u = unpack(buf)
                 nid = n.id = u[0]
                 n.pid = u[1]
@@ -927,12 +930,7 @@ class Supervisor:
             r = self._addfd_send(n.id, src, self._free_slot(tgid, minfd), cloexec)
         finally:
             os.close(src)
-        if r == -errno.ENOENT:
-            return DONE
-        if r < 0:
-            raise kerr(-r)
-        self.cache[(tgid, r)] = inst
-        return _Installed(r)
+        return self._added(tgid, inst, r)
 
     def sys_dup(self, n: Notif, tid: int) -> Any:
         return self._dup(n, tid, 0, False)
